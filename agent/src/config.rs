@@ -1,0 +1,406 @@
+//! The agent's configuration: TOML into serde structs, defaults in code,
+//! environment overrides for endpoints, and validation that reports every
+//! problem at once (unknown keys included) before anything is opened.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variable that replaces `forward.endpoints` (comma-separated).
+pub const ENV_ENDPOINTS: &str = "LOGFERRY_COLLECTOR_ENDPOINTS";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the queue, checkpoints and the agent id live.
+    pub data_dir: PathBuf,
+    /// `host.name` stamped on every record; the machine's host name when empty.
+    pub host_name: String,
+    /// Static resource attributes stamped on every record.
+    pub resource: BTreeMap<String, String>,
+    pub sources: Vec<SourceConfig>,
+    pub tail: TailConfig,
+    pub queue: QueueConfig,
+    pub push: PushConfig,
+    pub forward: ForwardConfig,
+    pub log: LogConfig,
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/logferry-agent"),
+            host_name: String::new(),
+            resource: BTreeMap::new(),
+            sources: Vec::new(),
+            tail: TailConfig::default(),
+            queue: QueueConfig::default(),
+            push: PushConfig::default(),
+            forward: ForwardConfig::default(),
+            log: LogConfig::default(),
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SourceConfig {
+    pub name: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub format: Format,
+    /// Where to start in a file that exists, unknown, when the agent first
+    /// sees it at start-up. Files that appear later are always read whole.
+    pub start_at: StartAt,
+    pub service: String,
+    pub attributes: BTreeMap<String, String>,
+    /// Longer lines are cut to this size and marked `logferry.truncated`.
+    pub max_line_bytes: usize,
+    /// How long a final line without its newline waits before it is shipped.
+    pub partial_line_timeout_ms: u64,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            name: String::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            format: Format::Json,
+            start_at: StartAt::Beginning,
+            service: String::new(),
+            attributes: BTreeMap::new(),
+            max_line_bytes: 1 << 20,
+            partial_line_timeout_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TailConfig {
+    /// Safety-net rescan of every glob, besides filesystem events.
+    pub rescan_interval_ms: u64,
+    /// Most bytes read from one file before the next file gets its turn.
+    pub read_chunk_bytes: usize,
+    /// Bytes at the head of a file that identify it with its inode.
+    pub fingerprint_bytes: usize,
+    /// How long a file that no longer matches (rotated away or deleted) is
+    /// kept open after its last new byte, for writers that still hold it.
+    pub rotated_grace_ms: u64,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        TailConfig {
+            rescan_interval_ms: 1_000,
+            read_chunk_bytes: 1 << 20,
+            fingerprint_bytes: 256,
+            rotated_grace_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// Every commit is fsynced before it is acknowledged (concurrent commits
+    /// share one fsync). Survives power failure.
+    Always,
+    /// Commits reach the OS page cache only. Survives a crash of the agent,
+    /// not of the machine; see ARCHITECTURE.md for what a power failure does.
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct QueueConfig {
+    /// When the queue holds this many bytes, tailing pauses and pushes get
+    /// RESOURCE_EXHAUSTED.
+    pub max_bytes: u64,
+    pub sync: SyncPolicy,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_bytes: 1 << 30,
+            sync: SyncPolicy::Always,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PushConfig {
+    /// gRPC listen address for applications; empty disables the receiver.
+    pub listen: String,
+    /// Largest accepted push message.
+    pub max_message_bytes: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            listen: String::new(),
+            max_message_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zstd,
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ForwardConfig {
+    /// Collector gRPC endpoints, tried in order with failover.
+    pub endpoints: Vec<String>,
+    pub batch_max_records: u64,
+    pub batch_max_bytes: u64,
+    /// A batch is sent at the latest this long after its first record queued.
+    pub batch_timeout_ms: u64,
+    /// Per attempt. Must exceed the collector's `ingest.batch_deadline_ms`,
+    /// so that a batch is never being stored by two collectors at once.
+    pub request_timeout_ms: u64,
+    pub max_in_flight: usize,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub compression: Compression,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            endpoints: vec!["http://127.0.0.1:4320".into()],
+            batch_max_records: 100_000,
+            batch_max_bytes: 8 << 20,
+            batch_timeout_ms: 500,
+            request_timeout_ms: 30_000,
+            max_in_flight: 2,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 10_000,
+            compression: Compression::Zstd,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `logferry_agent=debug`); `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Every problem found in a config file, each naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration in {path}:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub path: String,
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads, overrides from the environment, and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            path: path.display().to_string(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+        let mut config = Config::parse(&text).map_err(fail)?;
+        config.apply_env(|k| std::env::var(k).ok());
+        config.validate().map_err(fail)?;
+        Ok(config)
+    }
+
+    /// Parses TOML, collecting every unknown key instead of stopping at one.
+    pub fn parse(text: &str) -> Result<Config, Vec<String>> {
+        let mut unknown = Vec::new();
+        let de = toml::Deserializer::parse(text).map_err(|e| vec![e.to_string()])?;
+        let config: Config = serde_ignored::deserialize(de, |path| {
+            unknown.push(format!("{path}: unknown key"));
+        })
+        .map_err(|e| vec![e.to_string()])?;
+        unknown.sort();
+        if unknown.is_empty() {
+            Ok(config)
+        } else {
+            Err(unknown)
+        }
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get(ENV_ENDPOINTS) {
+            self.forward.endpoints = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut p = Vec::new();
+        if self.data_dir.as_os_str().is_empty() {
+            p.push("data_dir: must not be empty".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = format!("sources[{i}]");
+            if s.name.is_empty() {
+                p.push(format!("{key}.name: must not be empty"));
+            } else if !names.insert(&s.name) {
+                p.push(format!("{key}.name: `{}` is used by another source", s.name));
+            }
+            if s.include.is_empty() {
+                p.push(format!("{key}.include: give at least one glob"));
+            }
+            for (field, globs) in [("include", &s.include), ("exclude", &s.exclude)] {
+                for g in globs {
+                    if let Err(e) = glob::Pattern::new(g) {
+                        p.push(format!("{key}.{field}: `{g}` is not a valid glob: {e}"));
+                    } else if field == "include" && !Path::new(g).is_absolute() {
+                        p.push(format!("{key}.include: `{g}` must be an absolute path"));
+                    }
+                }
+            }
+            if s.max_line_bytes < 64 {
+                p.push(format!("{key}.max_line_bytes: must be at least 64"));
+            }
+        }
+        if self.tail.read_chunk_bytes < 4096 {
+            p.push("tail.read_chunk_bytes: must be at least 4096".into());
+        }
+        if self.tail.fingerprint_bytes == 0 || self.tail.fingerprint_bytes > 4096 {
+            p.push("tail.fingerprint_bytes: must be between 1 and 4096".into());
+        }
+        if self.tail.rescan_interval_ms == 0 {
+            p.push("tail.rescan_interval_ms: must be positive".into());
+        }
+        if self.queue.max_bytes < 1 << 20 {
+            p.push("queue.max_bytes: must be at least 1048576".into());
+        }
+        if !self.push.listen.is_empty() && self.push.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!(
+                "push.listen: `{}` is not an address like 127.0.0.1:4317",
+                self.push.listen
+            ));
+        }
+        let f = &self.forward;
+        if f.endpoints.is_empty() {
+            p.push(format!("forward.endpoints: give at least one collector (or set {ENV_ENDPOINTS})"));
+        }
+        for e in &f.endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://"))
+                || e.parse::<tonic::transport::Uri>().is_err()
+            {
+                p.push(format!("forward.endpoints: `{e}` is not a URL like http://host:4320"));
+            }
+        }
+        if f.batch_max_records == 0 || f.batch_max_bytes == 0 {
+            p.push("forward.batch_max_records and batch_max_bytes: must be positive".into());
+        }
+        if f.max_in_flight == 0 {
+            p.push("forward.max_in_flight: must be at least 1".into());
+        }
+        if f.backoff_initial_ms == 0 || f.backoff_max_ms < f.backoff_initial_ms {
+            p.push("forward.backoff_initial_ms: must be positive and at most backoff_max_ms".into());
+        }
+        if f.request_timeout_ms < 1000 {
+            p.push("forward.request_timeout_ms: must be at least 1000".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            p.push(format!("log.level: `{}` is not a filter: {e}", self.log.level));
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../deploy/agent.toml");
+        let config = Config::parse(text).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.sources[0].format, Format::Json);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            bogus = 1
+            [forward]
+            endpoints = []
+            max_in_flight = 0
+            [[sources]]
+            include = ["relative/*.log"]
+            colour = "red"
+        "#;
+        let unknown = Config::parse(text).expect_err("unknown keys");
+        assert_eq!(unknown, vec!["bogus: unknown key", "sources.0.colour: unknown key"]);
+        let text = text.replace("bogus = 1", "").replace("colour = \"red\"", "");
+        let problems = Config::parse(&text).expect("parses").validate().expect_err("invalid");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("sources[0].name")));
+        assert!(problems.iter().any(|p| p.contains("must be an absolute path")));
+        assert!(problems.iter().any(|p| p.starts_with("forward.endpoints")));
+        assert!(problems.iter().any(|p| p.starts_with("forward.max_in_flight")));
+    }
+
+    #[test]
+    fn environment_overrides_endpoints() {
+        let mut config = Config::default();
+        config.apply_env(|k| (k == ENV_ENDPOINTS).then(|| "http://a:1, http://b:2".into()));
+        assert_eq!(config.forward.endpoints, vec!["http://a:1", "http://b:2"]);
+    }
+}

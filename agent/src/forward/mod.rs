@@ -1,0 +1,170 @@
+//! Forwarding: cut batches from the queue, send them to a collector, delete
+//! them once acknowledged.
+//!
+//! A batch is cut when the unbatched backlog reaches `batch_max_records` or
+//! `batch_max_bytes`, or its oldest record has waited `batch_timeout_ms`.
+//! Its manifest is persisted before the first send (see `queue`), so every
+//! resend carries the same records under the same identity, and the
+//! collector stores it once. Up to `max_in_flight` batches travel at once;
+//! each is retried, with failover and backoff, until some collector
+//! acknowledges it. A batch is never given up.
+//!
+//! One attempt of a batch ends (answer or `request_timeout_ms`) before the
+//! next begins, and that timeout exceeds the collector's own deadline for a
+//! batch: a batch is never being stored by two collectors at once.
+
+mod client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use logferry_proto::{ExportRequest, KeyValue};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use crate::config::ForwardConfig;
+use crate::queue::{Batch, Queue};
+pub use client::Client;
+
+pub struct Forwarder {
+    queue: Arc<Queue>,
+    cfg: ForwardConfig,
+    client: Arc<Client>,
+    resource: Arc<Vec<KeyValue>>,
+}
+
+impl Forwarder {
+    pub fn new(queue: Arc<Queue>, cfg: ForwardConfig, client: Client, resource: Vec<KeyValue>) -> Forwarder {
+        Forwarder {
+            queue,
+            cfg,
+            client: Arc::new(client),
+            resource: Arc::new(resource),
+        }
+    }
+
+    /// Runs until `shutdown`; then gives batches in flight `grace` to be
+    /// acknowledged. What is not acknowledged stays queued for the next start.
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<()> {
+        let queue = self.queue.clone();
+        let mut pending = tokio::task::spawn_blocking(move || queue.unacked_batches()).await??;
+        pending.reverse();
+        let mut in_flight = JoinSet::new();
+        loop {
+            if in_flight.len() >= self.cfg.max_in_flight {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    done = in_flight.join_next() => log_join(done),
+                }
+                continue;
+            }
+            if let Some(batch) = pending.pop() {
+                in_flight.spawn(self.deliver(batch));
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                done = in_flight.join_next(), if !in_flight.is_empty() => log_join(done),
+                batch = self.next_batch() => {
+                    in_flight.spawn(self.deliver(batch?));
+                }
+            }
+        }
+        if tokio::time::timeout(grace, async {
+            while let Some(done) = in_flight.join_next().await {
+                log_join(Some(done));
+            }
+        })
+        .await
+        .is_err()
+        {
+            warn!(batches = in_flight.len(), "shutting down with batches in flight; they stay queued and are resent at the next start");
+            in_flight.abort_all();
+        }
+        Ok(())
+    }
+
+    /// Waits until a batch is due, then cuts it.
+    async fn next_batch(&self) -> anyhow::Result<Batch> {
+        let timeout = Duration::from_millis(self.cfg.batch_timeout_ms);
+        loop {
+            let notified = self.queue.arrived.notified();
+            let backlog = self.queue.backlog();
+            let due = backlog.records >= self.cfg.batch_max_records
+                || backlog.bytes >= self.cfg.batch_max_bytes
+                || backlog.oldest.is_some_and(|t| t.elapsed() >= timeout);
+            if due {
+                let queue = self.queue.clone();
+                let (records, bytes) = (self.cfg.batch_max_records, self.cfg.batch_max_bytes);
+                if let Some(batch) = tokio::task::spawn_blocking(move || queue.cut_batch(records, bytes)).await?? {
+                    return Ok(batch);
+                }
+            }
+            match backlog.oldest {
+                Some(t) if !due => {
+                    let _ = tokio::time::timeout_at((t + timeout).into(), notified).await;
+                }
+                // Records still being written: look again shortly.
+                Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                None => notified.await,
+            }
+        }
+    }
+
+    fn deliver(&self, batch: Batch) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let client = self.client.clone();
+        let queue = self.queue.clone();
+        let request = ExportRequest {
+            agent_id: queue.agent_id().to_string(),
+            first_seq: batch.manifest.first_seq,
+            last_seq: batch.manifest.last_seq,
+            resource: self.resource.as_ref().clone(),
+            chunks: batch.chunks,
+        };
+        let manifest = batch.manifest;
+        let (initial, max) = (
+            Duration::from_millis(self.cfg.backoff_initial_ms),
+            Duration::from_millis(self.cfg.backoff_max_ms),
+        );
+        async move {
+            let mut backoff = initial;
+            let mut failures = 0u32;
+            loop {
+                match client.export(request.clone()).await {
+                    Ok(resp) => {
+                        debug!(first_seq = manifest.first_seq, records = manifest.records, duplicate = resp.duplicate, "batch acknowledged");
+                        let acked = tokio::task::spawn_blocking(move || queue.ack(&manifest)).await;
+                        if !matches!(acked, Ok(Ok(()))) {
+                            error!(first_seq = manifest.first_seq, "cannot delete an acknowledged batch; it will be resent and recognised");
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        // Log the first failure and then every tenth, not every retry.
+                        if failures == 1 || failures % 10 == 0 {
+                            warn!(first_seq = manifest.first_seq, failures, error = %e, "batch not delivered; retrying");
+                        }
+                        tokio::time::sleep(jitter(backoff)).await;
+                        backoff = (backoff * 2).min(max);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Full jitter: a random wait between half the backoff and the backoff.
+fn jitter(backoff: Duration) -> Duration {
+    let half = backoff / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+fn log_join(done: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = done {
+        if e.is_panic() {
+            error!(error = %e, "batch delivery task panicked");
+        }
+    }
+}

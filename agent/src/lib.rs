@@ -1,0 +1,19 @@
+//! logferry-agent: follows log files and accepts gRPC pushes, keeps every
+//! record in a durable RocksDB queue, and forwards batches to collectors.
+//!
+//! Layout:
+//! - `config`: the TOML config, its validation and environment overrides;
+//! - `tail`: discovery (globs, notify, rescan), file identity and
+//!   checkpoints, line framing, the reader thread;
+//! - `queue`: the RocksDB queue (records, batch manifests, checkpoints);
+//! - `push`: the gRPC receiver for applications;
+//! - `forward`: batching, sending with failover and backoff, acknowledging;
+//! - `server`: wires the pieces together and shuts them down in order.
+
+pub mod config;
+pub mod forward;
+pub mod push;
+pub mod queue;
+pub mod server;
+pub mod tail;
+pub mod telemetry;

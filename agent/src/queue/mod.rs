@@ -1,0 +1,373 @@
+//! The durable queue: RocksDB holds every record from the moment it is
+//! acknowledged (to an application) or its file position moves, until a
+//! collector has acknowledged it.
+//!
+//! Lifecycle of a record:
+//! 1. `commit`: a chunk of records, with the new read position of the file it
+//!    came from, goes into one `WriteBatch`. Either both are durable or
+//!    neither is, so after a crash the tailer resumes exactly where the queue
+//!    ends.
+//! 2. `cut_batch`: the forwarder groups the oldest records not yet in a batch
+//!    and persists the batch's range (a manifest) before the first send, so a
+//!    resend after any crash carries exactly the same records under the same
+//!    identity.
+//! 3. `ack`: once a collector acknowledged the batch, its records and
+//!    manifest are deleted in one write.
+//!
+//! Sequence numbers are assigned under a lock but written outside it, so that
+//! concurrent commits share RocksDB's group commit (one fsync for many). A
+//! batch is only cut below the lowest number still being written, so a slow
+//! writer can never be skipped by the forwarder.
+//!
+//! Every method blocks on disk I/O: call them from a blocking thread.
+
+mod format;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use prost::Message;
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use logferry_proto::Chunk;
+
+pub use format::Manifest;
+use format::{decode_seq, record_value, seq_key, split_record_value, EPOCH_SHIFT};
+
+const CF_RECORDS: &str = "records";
+const CF_BATCHES: &str = "batches";
+const CF_CHECKPOINTS: &str = "checkpoints";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue is full ({bytes} of {max_bytes} bytes); waiting for collectors to catch up")]
+    Full { bytes: u64, max_bytes: u64 },
+    #[error("queue database error")]
+    Db(#[from] rocksdb::Error),
+    #[error("queue holds a corrupt {0}; the data directory was damaged or written by an incompatible version")]
+    Corrupt(&'static str),
+}
+
+/// A batch ready to send: its identity and the encoded chunks it carries.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub manifest: Manifest,
+    pub chunks: Vec<Bytes>,
+}
+
+#[derive(Debug)]
+struct State {
+    next_seq: u64,
+    /// First sequence numbers assigned to commits still being written.
+    writing: BTreeSet<u64>,
+    bytes: u64,
+    /// First sequence number not yet in a batch.
+    cursor: u64,
+    unbatched_records: u64,
+    unbatched_bytes: u64,
+    oldest_unbatched: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub records: u64,
+    pub bytes: u64,
+    pub oldest: Option<Instant>,
+}
+
+pub struct Queue {
+    db: DB,
+    agent_id: String,
+    write_opts: WriteOptions,
+    max_bytes: u64,
+    state: Mutex<State>,
+    /// Wakes the forwarder when records arrive.
+    pub arrived: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("agent_id", &self.agent_id).finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    pub fn open(dir: &Path, max_bytes: u64, sync: bool) -> Result<Arc<Queue>, QueueError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_write_buffer_size(64 << 20);
+        opts.set_max_background_jobs(2);
+        let mut records_opts = Options::default();
+        // Records are short-lived and leave compressed on the wire anyway.
+        records_opts.set_compression_type(rocksdb::DBCompressionType::None);
+        records_opts.set_write_buffer_size(64 << 20);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_RECORDS, records_opts),
+            ColumnFamilyDescriptor::new(CF_BATCHES, Options::default()),
+            ColumnFamilyDescriptor::new(CF_CHECKPOINTS, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+
+        let agent_id = match db.get(b"agent_id")? {
+            Some(v) => String::from_utf8(v).map_err(|_| QueueError::Corrupt("agent id"))?,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                db.put_opt(b"agent_id", id.as_bytes(), &synced)?;
+                id
+            }
+        };
+
+        // Scan what is queued to rebuild the in-memory accounting.
+        let mut bytes = 0;
+        let mut end_seq = 0;
+        let mut cursor = None;
+        let mut batch_end = 0;
+        for item in db.iterator_cf(cf(&db, CF_BATCHES), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let m = Manifest::decode(&k, &v)?;
+            batch_end = batch_end.max(m.last_seq + 1);
+        }
+        let (mut unbatched_records, mut unbatched_bytes) = (0, 0);
+        for item in db.iterator_cf(cf(&db, CF_RECORDS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let seq = decode_seq(&k)?;
+            let (count, _) = split_record_value(&v)?;
+            bytes += v.len() as u64;
+            end_seq = end_seq.max(seq + u64::from(count));
+            if seq >= batch_end {
+                cursor.get_or_insert(seq);
+                unbatched_records += u64::from(count);
+                unbatched_bytes += v.len() as u64;
+            }
+        }
+        let last_epoch = match db.get(b"epoch")? {
+            Some(v) => u32::from_be_bytes(v.as_slice().try_into().map_err(|_| QueueError::Corrupt("epoch"))?),
+            None => 0,
+        };
+        let floor = end_seq.max(batch_end);
+        let epoch = last_epoch.max((floor >> EPOCH_SHIFT) as u32) + 1;
+        db.put_opt(b"epoch", epoch.to_be_bytes(), &synced)?;
+        let next_seq = u64::from(epoch) << EPOCH_SHIFT;
+
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(sync);
+        Ok(Arc::new(Queue {
+            db,
+            agent_id,
+            write_opts,
+            max_bytes,
+            state: Mutex::new(State {
+                next_seq,
+                writing: BTreeSet::new(),
+                bytes,
+                cursor: cursor.unwrap_or(next_seq).max(batch_end),
+                unbatched_records,
+                unbatched_bytes,
+                oldest_unbatched: (unbatched_records > 0).then(Instant::now),
+            }),
+            arrived: tokio::sync::Notify::new(),
+        }))
+    }
+
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock is a bug elsewhere; the state itself
+        // is a set of counters that stay meaningful.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.state().bytes
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.state().bytes >= self.max_bytes
+    }
+
+    pub fn backlog(&self) -> Backlog {
+        let s = self.state();
+        Backlog {
+            records: s.unbatched_records,
+            bytes: s.unbatched_bytes,
+            oldest: s.oldest_unbatched,
+        }
+    }
+
+    /// Durably appends `count` records (the chunk, whose `first_seq` is set
+    /// here) together with an optional checkpoint, in one atomic write.
+    /// Returns the first sequence number.
+    pub fn commit(
+        &self,
+        count: u32,
+        mut chunk: Chunk,
+        checkpoint: Option<(&[u8], &[u8])>,
+    ) -> Result<u64, QueueError> {
+        let seq = {
+            let mut s = self.state();
+            if s.bytes >= self.max_bytes {
+                return Err(QueueError::Full {
+                    bytes: s.bytes,
+                    max_bytes: self.max_bytes,
+                });
+            }
+            let seq = s.next_seq;
+            s.next_seq += u64::from(count);
+            s.writing.insert(seq);
+            seq
+        };
+        chunk.first_seq = seq;
+        let value = record_value(count, &chunk.encode_to_vec());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&self.db, CF_RECORDS), seq_key(seq), &value);
+        if let Some((k, v)) = checkpoint {
+            batch.put_cf(cf(&self.db, CF_CHECKPOINTS), k, v);
+        }
+        let written = self.db.write_opt(batch, &self.write_opts);
+        {
+            let mut s = self.state();
+            s.writing.remove(&seq);
+            if written.is_ok() {
+                s.bytes += value.len() as u64;
+                s.unbatched_records += u64::from(count);
+                s.unbatched_bytes += value.len() as u64;
+                s.oldest_unbatched.get_or_insert_with(Instant::now);
+            }
+        }
+        written?;
+        self.arrived.notify_one();
+        Ok(seq)
+    }
+
+    /// Groups the oldest unbatched records (at least one chunk, then up to the
+    /// limits) into a batch and persists its manifest. `None` when there is
+    /// nothing to send.
+    pub fn cut_batch(&self, max_records: u64, max_bytes: u64) -> Result<Option<Batch>, QueueError> {
+        let (cursor, limit) = {
+            let s = self.state();
+            (s.cursor, s.writing.first().copied().unwrap_or(s.next_seq))
+        };
+        let mut chunks = Vec::new();
+        let (mut records, mut bytes, mut first_seq, mut end) = (0u64, 0u64, cursor, cursor);
+        let mode = rocksdb::IteratorMode::From(&seq_key(cursor), rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(cf(&self.db, CF_RECORDS), mode) {
+            let (k, v) = item?;
+            let seq = decode_seq(&k)?;
+            if seq >= limit {
+                break;
+            }
+            let (count, chunk) = split_record_value(&v)?;
+            let count = u64::from(count);
+            if !chunks.is_empty() && (records + count > max_records || bytes + v.len() as u64 > max_bytes) {
+                break;
+            }
+            if chunks.is_empty() {
+                first_seq = seq;
+            }
+            chunks.push(Bytes::copy_from_slice(chunk));
+            records += count;
+            bytes += v.len() as u64;
+            end = seq + count;
+        }
+        if chunks.is_empty() {
+            return Ok(None);
+        }
+        let manifest = Manifest {
+            first_seq,
+            last_seq: end - 1,
+            bytes,
+            records,
+        };
+        self.db.put_cf_opt(
+            cf(&self.db, CF_BATCHES),
+            seq_key(first_seq),
+            manifest.encode_value(),
+            &self.write_opts,
+        )?;
+        let mut s = self.state();
+        s.cursor = end;
+        s.unbatched_records -= records;
+        s.unbatched_bytes -= bytes;
+        s.oldest_unbatched = (s.unbatched_records > 0).then(Instant::now);
+        Ok(Some(Batch { manifest, chunks }))
+    }
+
+    /// Batches cut before the last stop that were never acknowledged, oldest
+    /// first, with the very records they held then.
+    pub fn unacked_batches(&self) -> Result<Vec<Batch>, QueueError> {
+        let mut batches = Vec::new();
+        for item in self.db.iterator_cf(cf(&self.db, CF_BATCHES), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let manifest = Manifest::decode(&k, &v)?;
+            let mut chunks = Vec::new();
+            let mode = rocksdb::IteratorMode::From(&k, rocksdb::Direction::Forward);
+            for item in self.db.iterator_cf(cf(&self.db, CF_RECORDS), mode) {
+                let (k, v) = item?;
+                if decode_seq(&k)? > manifest.last_seq {
+                    break;
+                }
+                chunks.push(Bytes::copy_from_slice(split_record_value(&v)?.1));
+            }
+            batches.push(Batch { manifest, chunks });
+        }
+        Ok(batches)
+    }
+
+    /// Deletes an acknowledged batch: its records and its manifest, in one
+    /// write. Not synced: if a power failure takes it back, the batch is sent
+    /// again and the collector recognises it.
+    pub fn ack(&self, manifest: &Manifest) -> Result<(), QueueError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            cf(&self.db, CF_RECORDS),
+            seq_key(manifest.first_seq),
+            seq_key(manifest.last_seq + 1),
+        );
+        batch.delete_cf(cf(&self.db, CF_BATCHES), seq_key(manifest.first_seq));
+        self.db.write(batch)?;
+        let mut s = self.state();
+        s.bytes = s.bytes.saturating_sub(manifest.bytes);
+        Ok(())
+    }
+
+    /// All checkpoints, for the tailer to resume from.
+    pub fn checkpoints(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, QueueError> {
+        self.db
+            .iterator_cf(cf(&self.db, CF_CHECKPOINTS), rocksdb::IteratorMode::Start)
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(QueueError::from))
+            .collect()
+    }
+
+    /// Writes a checkpoint that moves without records (a truncation, a
+    /// skipped remainder of an over-long line).
+    pub fn put_checkpoint(&self, key: &[u8], value: &[u8]) -> Result<(), QueueError> {
+        self.db.put_cf_opt(cf(&self.db, CF_CHECKPOINTS), key, value, &self.write_opts)?;
+        Ok(())
+    }
+
+    pub fn delete_checkpoint(&self, key: &[u8]) -> Result<(), QueueError> {
+        self.db.delete_cf(cf(&self.db, CF_CHECKPOINTS), key)?;
+        Ok(())
+    }
+
+    /// Flushes the write-ahead log, for a clean shutdown with `sync = never`.
+    pub fn flush(&self) -> Result<(), QueueError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name).expect("column families are created at open")
+}
+
+#[cfg(test)]
+mod tests;

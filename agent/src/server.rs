@@ -1,0 +1,141 @@
+//! Wires the agent together and shuts it down in order.
+//!
+//! Start: open the queue, start the tailer thread (with its watcher), the
+//! push receiver and the forwarder. Stop, all within `shutdown_timeout_ms`:
+//! stop reading files, stop accepting pushes (in-flight pushes finish), give
+//! batches in flight the rest of the time, then flush and close the queue.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use logferry_proto::push_service_server::PushServiceServer;
+use logferry_proto::KeyValue;
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, SyncPolicy};
+use crate::forward::{Client, Forwarder};
+use crate::push::PushReceiver;
+use crate::queue::Queue;
+use crate::tail::{Tailer, Wake};
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let dir = config.data_dir.join("queue");
+    let (max_bytes, sync) = (config.queue.max_bytes, config.queue.sync == SyncPolicy::Always);
+    let queue = tokio::task::spawn_blocking(move || Queue::open(&dir, max_bytes, sync))
+        .await?
+        .with_context(|| format!("cannot open the queue in {}", config.data_dir.display()))?;
+    let host = if config.host_name.is_empty() {
+        hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    } else {
+        config.host_name.clone()
+    };
+    info!(agent_id = queue.agent_id(), host = %host, version = env!("CARGO_PKG_VERSION"), "agent starting");
+    let mut resource = vec![
+        KeyValue::string("host.name", &host),
+        KeyValue::string("logferry.agent.id", queue.agent_id()),
+    ];
+    resource.extend(config.resource.iter().map(|(k, v)| KeyValue::string(k, v)));
+
+    // Files.
+    let stop_tailing = Arc::new(AtomicBool::new(false));
+    let tailer = if config.sources.is_empty() {
+        None
+    } else {
+        let tailer = Tailer::new(config.tail.clone(), config.sources.clone(), queue.clone())?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Wake>(64);
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let rescan = match event {
+                Ok(e) => !matches!(e.kind, EventKind::Modify(notify::event::ModifyKind::Data(_)) | EventKind::Access(_)),
+                Err(_) => true,
+            };
+            let _ = tx.try_send(rescan);
+        })
+        .context("cannot start the filesystem watcher")?;
+        for (root, recursive) in tailer.watch_roots() {
+            let mode = if recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+            if let Err(e) = watcher.watch(&root, mode) {
+                warn!(dir = %root.display(), error = %e, "cannot watch directory; relying on rescans");
+            }
+        }
+        let stop = stop_tailing.clone();
+        let handle = std::thread::Builder::new()
+            .name("tailer".into())
+            .spawn(move || {
+                let _watcher = watcher;
+                tailer.run(rx, stop)
+            })
+            .context("cannot start the tailer thread")?;
+        Some(handle)
+    };
+
+    // Pushes.
+    let stop_push = CancellationToken::new();
+    let push = if config.push.listen.is_empty() {
+        None
+    } else {
+        let addr: std::net::SocketAddr = config.push.listen.parse().context("push.listen")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for pushes"))?;
+        info!(addr = %listener.local_addr()?, "accepting gRPC pushes");
+        let service = PushServiceServer::new(PushReceiver::new(queue.clone()))
+            .max_decoding_message_size(config.push.max_message_bytes)
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let stop = stop_push.clone();
+        Some(tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stop.cancelled_owned()),
+        ))
+    };
+
+    // Forwarding.
+    let client = Client::new(&config.forward).context("forward.endpoints")?;
+    let forwarder = Forwarder::new(queue.clone(), config.forward.clone(), client, resource);
+    let stop_forward = CancellationToken::new();
+    let timeout = Duration::from_millis(config.shutdown_timeout_ms);
+    let forward = tokio::spawn(forwarder.run(stop_forward.clone(), timeout / 2));
+
+    let tailer_failed = async {
+        match &tailer {
+            Some(h) => {
+                while !h.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => info!("shutting down"),
+        _ = tailer_failed => error!("the tailer stopped; shutting down"),
+    }
+    let started = Instant::now();
+
+    stop_tailing.store(true, Ordering::Relaxed);
+    if let Some(h) = tailer {
+        match tokio::task::spawn_blocking(move || h.join()).await? {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(error = %e, "tailer failed"),
+            Err(_) => error!("tailer panicked"),
+        }
+    }
+    stop_push.cancel();
+    if let Some(p) = push {
+        let _ = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), p).await;
+    }
+    stop_forward.cancel();
+    if let Err(e) = forward.await? {
+        error!(error = %e, "forwarder failed");
+    }
+    tokio::task::spawn_blocking(move || queue.flush()).await??;
+    info!(elapsed_ms = started.elapsed().as_millis() as u64, "agent stopped");
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! The tailer against a model: random sequences of writes, rename
+//! rotations, copytruncates, deletions and restarts drive real files, and
+//! every line written must come out of the queue exactly once.
+
+use super::*;
+use crate::config::SourceConfig;
+use logferry_proto::chunk::Body;
+use prost::Message;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::io::Write;
+
+struct Harness {
+    dir: tempfile::TempDir,
+    qdir: tempfile::TempDir,
+    queue: Option<Arc<Queue>>,
+    tailer: Option<Tailer>,
+    sources: Vec<SourceConfig>,
+    delivered: Vec<String>,
+}
+
+impl Harness {
+    fn new(start_at: StartAt) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sources = vec![SourceConfig {
+            name: "app".into(),
+            include: vec![format!("{}/*.log", dir.path().display())],
+            start_at,
+            max_line_bytes: 64,
+            partial_line_timeout_ms: 0,
+            ..SourceConfig::default()
+        }];
+        let mut h = Harness {
+            dir,
+            qdir: tempfile::tempdir().expect("tempdir"),
+            queue: None,
+            tailer: None,
+            sources,
+            delivered: Vec::new(),
+        };
+        h.restart();
+        h
+    }
+
+    /// A harness whose agent has not started yet: files written now exist
+    /// before its first start.
+    fn unstarted(start_at: StartAt) -> Harness {
+        let mut h = Harness::new(start_at);
+        h.tailer = None;
+        h.queue = None;
+        h.qdir = tempfile::tempdir().expect("tempdir");
+        h
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn restart(&mut self) {
+        self.tailer = None;
+        self.queue = None;
+        let queue = Queue::open(self.qdir.path(), 1 << 30, false).expect("queue");
+        let cfg = TailConfig {
+            rotated_grace_ms: 0,
+            read_chunk_bytes: 4096,
+            ..TailConfig::default()
+        };
+        let mut tailer = Tailer::new(cfg, self.sources.clone(), queue.clone()).expect("tailer");
+        tailer.start().expect("start");
+        self.queue = Some(queue);
+        self.tailer = Some(tailer);
+    }
+
+    fn tailer(&mut self) -> &mut Tailer {
+        self.tailer.as_mut().expect("running")
+    }
+
+    /// What the running agent does between events: scan, read everything.
+    fn settle(&mut self) {
+        self.tailer().rescan(false).expect("rescan");
+        while self.tailer().poll_all().expect("poll") {}
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        let q = self.queue.clone().expect("running");
+        while let Some(b) = q.cut_batch(u64::MAX, u64::MAX).expect("cut") {
+            for c in &b.chunks {
+                let chunk = Chunk::decode(c.as_ref()).expect("chunk");
+                let Some(Body::Lines(l)) = chunk.body else { panic!("lines") };
+                for line in l.data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    self.delivered.push(String::from_utf8_lossy(line).into_owned());
+                }
+            }
+            q.ack(&b.manifest).expect("ack");
+        }
+    }
+
+    fn append(&self, name: &str, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(name))
+            .expect("open");
+        f.write_all(text.as_bytes()).expect("write");
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(u8, u8),
+    Rotate,
+    CopyTruncate,
+    Delete,
+    Restart,
+    Settle,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..2, 1u8..20).prop_map(|(f, n)| Op::Write(f, n)),
+        1 => Just(Op::Rotate),
+        1 => Just(Op::CopyTruncate),
+        1 => Just(Op::Delete),
+        1 => Just(Op::Restart),
+        3 => Just(Op::Settle),
+    ]
+}
+
+fn counts(lines: &[String]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in lines {
+        *m.entry(l.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn every_line_is_delivered_exactly_once(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut h = Harness::new(StartAt::Beginning);
+        let mut written = Vec::new();
+        let mut rotations = 0;
+        for op in ops {
+            match op {
+                Op::Write(f, n) => {
+                    let mut text = String::new();
+                    for _ in 0..n {
+                        // Same first bytes in both files, on purpose.
+                        let line = format!("line {} of file {f}", written.len());
+                        text.push_str(&line);
+                        text.push('\n');
+                        written.push(line);
+                    }
+                    h.append(&format!("f{f}.log"), &text);
+                }
+                Op::Rotate => {
+                    rotations += 1;
+                    // The agent follows the file; lines written since its
+                    // last read are read from the renamed file.
+                    h.settle();
+                    if h.path("f0.log").exists() {
+                        h.append("f0.log", "line before the rename\n");
+                        written.push("line before the rename".into());
+                    }
+                    let _ = std::fs::rename(h.path("f0.log"), h.path(&format!("f0.log.{rotations}")));
+                }
+                Op::CopyTruncate => {
+                    rotations += 1;
+                    // The agent has read some of the file (so it knows its
+                    // fingerprint); lines written since are in the copy.
+                    let read_before = std::fs::metadata(h.path("f1.log")).map_or(0, |m| m.len());
+                    h.settle();
+                    h.append("f1.log", "line after the last read\n");
+                    written.push("line after the last read".into());
+                    if read_before > 0 {
+                        std::fs::copy(h.path("f1.log"), h.path(&format!("f1.log.{rotations}"))).expect("copy");
+                        std::fs::OpenOptions::new().write(true).open(h.path("f1.log"))
+                            .and_then(|f| f.set_len(0)).expect("truncate");
+                    }
+                }
+                Op::Delete => {
+                    // The agent has seen the file before it goes.
+                    h.settle();
+                    let _ = std::fs::remove_file(h.path("f0.log"));
+                }
+                Op::Restart => h.restart(),
+                Op::Settle => h.settle(),
+            }
+        }
+        h.settle();
+        h.settle();
+        prop_assert_eq!(counts(&h.delivered), counts(&written));
+    }
+}
+
+#[test]
+fn reused_inode_is_read_from_the_start() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.append("a.log", "new file line\n");
+    let meta = std::fs::metadata(h.path("a.log")).expect("stat");
+    let id = FileId { dev: meta.dev(), ino: meta.ino() };
+    // A checkpoint of an older file that had this inode.
+    let old = Checkpoint { offset: 5, fp_len: 5, fp: fingerprint(b"older"), discarding: false, path: h.path("a.log") };
+    h.queue.as_ref().expect("queue").put_checkpoint(&id.key(), &old.encode()).expect("put");
+    h.restart();
+    h.settle();
+    assert_eq!(h.delivered, vec!["new file line"]);
+}
+
+#[test]
+fn rename_keeps_the_position_across_a_restart() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.append("a.log", "one\n");
+    h.settle();
+    h.tailer = None;
+    h.append("a.log", "two\n");
+    std::fs::rename(h.path("a.log"), h.path("a.log.1")).expect("rename");
+    h.append("a.log", "three\n");
+    h.restart();
+    h.settle();
+    assert_eq!(h.delivered, vec!["one", "two", "three"], "rotated file finished first");
+}
+
+#[test]
+fn start_at_end_skips_existing_content_only_the_first_time() {
+    let mut h = Harness::unstarted(StartAt::End);
+    h.append("a.log", "old line\npartial");
+    h.restart();
+    h.append("a.log", " rest\nnew line\n");
+    h.settle();
+    assert_eq!(h.delivered, vec!["new line"], "existing content and the line in progress are skipped");
+    h.restart();
+    h.append("a.log", "after restart\n");
+    h.append("b.log", "b line\n");
+    h.settle();
+    h.delivered.sort();
+    assert_eq!(h.delivered, vec!["after restart", "b line", "new line"], "later files are read whole");
+}
+
+#[test]
+fn short_file_long_line_and_partial_line() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.append("a.log", "x");
+    h.settle();
+    assert_eq!(h.delivered, vec!["x"], "a final line without newline is shipped after the idle time");
+    h.append("a.log", &format!("\n{}\nok\n", "y".repeat(200)));
+    h.settle();
+    assert_eq!(h.delivered, vec!["x".to_string(), "y".repeat(64), "ok".to_string()]);
+}
+
+#[test]
+fn copytruncate_recovers_unread_lines_from_the_copy() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.append("a.log", "one\n");
+    h.settle();
+    h.append("a.log", "two\n");
+    std::fs::copy(h.path("a.log"), h.path("a.log.1")).expect("copy");
+    std::fs::OpenOptions::new().write(true).open(h.path("a.log")).and_then(|f| f.set_len(0)).expect("truncate");
+    h.settle();
+    assert_eq!(h.delivered, vec!["one", "two"]);
+    h.append("a.log", "three\n");
+    h.settle();
+    assert_eq!(h.delivered, vec!["one", "two", "three"]);
+}

@@ -1,0 +1,180 @@
+//! gRPC ingest (`logferry.v1.IngestService`): store each batch exactly once.
+//!
+//! A batch is identified by (agent id, first sequence number) and its rows by
+//! (agent id, sequence number). The ledger table `ingest_batches` records,
+//! per batch, a *pending* entry (who is storing it, until when) before its
+//! rows are inserted and a *committed* entry after. For each batch:
+//!
+//! 1. committed in the ledger: answer `duplicate`, write nothing;
+//! 2. pending, by another attempt whose deadline has not passed: answer
+//!    UNAVAILABLE; the agent retries later;
+//! 3. pending, expired (an attempt died mid-way): insert only the rows whose
+//!    sequence numbers are not in `logs` yet, then commit;
+//! 4. absent: write pending, insert all rows, commit.
+//!
+//! The agent never has one batch in two attempts at once (an attempt ends
+//! before the next starts, and its timeout exceeds `batch_deadline_ms`), and
+//! a collector gives up a batch at its deadline. So the only concurrent
+//! attempts the ledger must arbitrate are ones that already ended. See
+//! ARCHITECTURE.md for the argument and its one residual window.
+//!
+//! An acknowledgement is sent only after ClickHouse accepted the rows and the
+//! commit entry; while ClickHouse is unreachable every batch is answered
+//! UNAVAILABLE and the agents keep their queues.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use logferry_proto::ingest_service_server::IngestService;
+use logferry_proto::{ExportRequest, ExportResponse};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use tracing::{debug, warn};
+
+use crate::decode::decode_batch;
+use crate::store::{LedgerEntry, Store, StoreError, COMMITTED, PENDING};
+
+/// The tenant every record gets until tenants are configured.
+pub const DEFAULT_TENANT: &str = "default";
+
+#[derive(Debug)]
+pub struct Ingest {
+    store: watch::Receiver<Option<Store>>,
+    collector_id: String,
+    deadline: Duration,
+    in_progress: Mutex<HashSet<(String, u64)>>,
+}
+
+/// Removes a batch from the in-progress set however its attempt ends.
+struct InProgress<'a> {
+    set: &'a Mutex<HashSet<(String, u64)>>,
+    key: (String, u64),
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unavailable(e: StoreError) -> Status {
+    Status::unavailable(format!("clickhouse unavailable, retry later: {}", error_chain(&e)))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+impl Ingest {
+    pub fn new(store: watch::Receiver<Option<Store>>, deadline: Duration) -> Arc<Ingest> {
+        Arc::new(Ingest {
+            store,
+            collector_id: uuid::Uuid::new_v4().to_string(),
+            deadline,
+            in_progress: Mutex::new(HashSet::new()),
+        })
+    }
+
+    async fn store_batch(&self, req: ExportRequest) -> Result<ExportResponse, Status> {
+        let started = Instant::now();
+        let store = self
+            .store
+            .borrow()
+            .clone()
+            .ok_or_else(|| Status::unavailable("collector is still connecting to clickhouse"))?;
+        if req.agent_id.is_empty() || req.first_seq > req.last_seq {
+            return Err(Status::invalid_argument("a batch needs an agent id and first_seq <= last_seq"));
+        }
+        let key = (req.agent_id.clone(), req.first_seq);
+        if !self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
+            return Err(Status::unavailable("this batch is already being stored by this collector"));
+        }
+        let _guard = InProgress {
+            set: &self.in_progress,
+            key,
+        };
+        let deadline_ms = now_ms() + self.deadline.as_millis() as u64;
+        let (agent_id, first_seq, last_seq) = (req.agent_id.clone(), req.first_seq, req.last_seq);
+        let decoded = tokio::task::spawn_blocking(move || decode_batch(&req, DEFAULT_TENANT))
+            .await
+            .map_err(|_| Status::internal("batch decoder failed"))?
+            .map_err(|e| Status::invalid_argument(error_chain(&e)))?;
+        let mut rows = decoded.rows;
+
+        let ledger = store.ledger(&agent_id, first_seq).await.map_err(unavailable)?;
+        if ledger.iter().any(|e| e.state == COMMITTED) {
+            debug!(agent_id, first_seq, "batch already stored");
+            return Ok(ExportResponse {
+                stored: 0,
+                duplicate: true,
+            });
+        }
+        if let Some(pending) = ledger.first() {
+            if pending.collector_id != self.collector_id && pending.deadline_ms > now_ms() {
+                return Err(Status::unavailable(format!(
+                    "this batch is being stored by collector {} until its deadline; retry later",
+                    pending.collector_id
+                )));
+            }
+            let stored = store.stored_seqs(pending).await.map_err(unavailable)?;
+            if !stored.is_empty() {
+                warn!(agent_id, first_seq, already = stored.len(), "completing a batch whose earlier attempt was cut short");
+                rows.retain(|r| !stored.contains(&r.seq));
+            }
+        }
+        let mut entry = LedgerEntry {
+            agent_id,
+            first_seq,
+            last_seq,
+            state: PENDING,
+            collector_id: self.collector_id.clone(),
+            deadline_ms,
+            records: rows.len() as u64,
+            min_time: decoded.min_time,
+            max_time: decoded.max_time,
+            recorded_at: (now_ms() / 1000) as u32,
+        };
+        store.record_batch(&entry).await.map_err(unavailable)?;
+        let remaining = self.deadline.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            return Err(Status::deadline_exceeded("batch deadline passed before insert; retry"));
+        }
+        if !rows.is_empty() {
+            store.insert_logs(&rows, remaining).await.map_err(unavailable)?;
+        }
+        entry.state = COMMITTED;
+        entry.recorded_at = (now_ms() / 1000) as u32;
+        store.record_batch(&entry).await.map_err(unavailable)?;
+        Ok(ExportResponse {
+            stored: rows.len() as u64,
+            duplicate: false,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl IngestService for Ingest {
+    async fn export(&self, request: Request<ExportRequest>) -> Result<Response<ExportResponse>, Status> {
+        match self.store_batch(request.into_inner()).await {
+            Ok(resp) => Ok(Response::new(resp)),
+            Err(status) => {
+                debug!(code = ?status.code(), message = status.message(), "batch refused");
+                Err(status)
+            }
+        }
+    }
+}

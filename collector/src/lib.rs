@@ -1,0 +1,18 @@
+//! logferry-collector: the central, stateless service agents ship to. It
+//! stores logs in ClickHouse, exactly once per record.
+//!
+//! Layout:
+//! - `config`: the TOML config, its validation and environment overrides;
+//! - `ingest`: the gRPC ingest service and the exactly-once protocol;
+//! - `decode`: batches into rows (JSON and text lines, pushed records);
+//! - `record`: the row type and the mapping of well-known keys to columns;
+//! - `store`: ClickHouse client, migrations, ledger, retention;
+//! - `server`: wires the pieces together and shuts them down in order.
+
+pub mod config;
+pub mod decode;
+pub mod ingest;
+pub mod record;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,200 @@
+//! ClickHouse: the client, schema migrations at start-up, inserts, the
+//! ingest ledger and retention.
+//!
+//! The `clickhouse` crate runs with validation off: its validation sends a
+//! setting that ClickHouse 18.16 rejects, and `RowBinary` without it is
+//! faster anyway. Column names come from the row structs, so their order
+//! does not matter.
+
+pub mod schema;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use clickhouse::Client;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::config::ClickHouseConfig;
+use crate::record::LogRow;
+use schema::{ServerVersion, MIGRATIONS_TABLE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("clickhouse request failed")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("clickhouse reported version `{0}`, which logferry cannot parse")]
+    Version(String),
+    #[error("clickhouse {0} is older than 18.16, the oldest supported server")]
+    TooOld(ServerVersion),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    database: String,
+    pub version: ServerVersion,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("database", &self.database)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A batch's entry in the ingest ledger (`ingest_batches`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
+pub struct LedgerEntry {
+    pub agent_id: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub state: u8,
+    pub collector_id: String,
+    pub deadline_ms: u64,
+    pub records: u64,
+    pub min_time: u32,
+    pub max_time: u32,
+    pub recorded_at: u32,
+}
+
+pub const PENDING: u8 = 1;
+pub const COMMITTED: u8 = 2;
+
+impl Store {
+    /// Connects, checks the server version, creates the database and runs
+    /// the migrations this server supports.
+    pub async fn open(cfg: &ClickHouseConfig) -> Result<Store, StoreError> {
+        let base = Client::default()
+            .with_url(&cfg.url)
+            .with_user(&cfg.user)
+            .with_password(&cfg.password)
+            .with_validation(false);
+        let raw: String = base.query("SELECT version()").fetch_one().await?;
+        let version = ServerVersion::parse(&raw).ok_or(StoreError::Version(raw))?;
+        if version < (ServerVersion { major: 18, minor: 16 }) {
+            return Err(StoreError::TooOld(version));
+        }
+        base.query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", cfg.database))
+            .execute()
+            .await?;
+        let store = Store {
+            client: base.with_database(&cfg.database),
+            database: cfg.database.clone(),
+            version,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    fn sql(&self, template: &str) -> String {
+        template.replace("{db}", &format!("`{}`", self.database))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.client.query(&self.sql(MIGRATIONS_TABLE)).execute().await?;
+        let applied: Vec<u32> = self
+            .client
+            .query("SELECT DISTINCT version FROM schema_migrations")
+            .fetch_all()
+            .await?;
+        for m in schema::pending(&applied, self.version) {
+            info!(version = m.version, name = m.name, "applying schema migration");
+            for statement in m.statements {
+                self.client.query(&self.sql(statement)).execute().await?;
+            }
+            self.client
+                .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
+                .bind(m.version)
+                .bind(m.name)
+                .execute()
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_logs(&self, rows: &[LogRow], timeout: Duration) -> Result<(), StoreError> {
+        let mut insert = self
+            .client
+            .insert::<LogRow>("logs")
+            .await?
+            .with_timeouts(Some(timeout), Some(timeout));
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// The ledger entries of a batch, committed ones first.
+    pub async fn ledger(&self, agent_id: &str, first_seq: u64) -> Result<Vec<LedgerEntry>, StoreError> {
+        Ok(self
+            .client
+            .query("SELECT ?fields FROM ingest_batches WHERE agent_id = ? AND first_seq = ? ORDER BY state DESC, deadline_ms DESC")
+            .bind(agent_id)
+            .bind(first_seq)
+            .fetch_all()
+            .await?)
+    }
+
+    pub async fn record_batch(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
+        let mut insert = self.client.insert::<LedgerEntry>("ingest_batches").await?;
+        insert.write(entry).await?;
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Sequence numbers of a batch's records already in `logs`, for a batch
+    /// whose earlier attempt may have been cut short. The time range (the
+    /// batch's own, from the ledger) keeps the scan to its partitions.
+    pub async fn stored_seqs(&self, entry: &LedgerEntry) -> Result<HashSet<u64>, StoreError> {
+        let seqs: Vec<u64> = self
+            .client
+            .query(
+                "SELECT seq FROM logs WHERE agent_id = ? AND seq >= ? AND seq <= ? \
+                 AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)",
+            )
+            .bind(&entry.agent_id)
+            .bind(entry.first_seq)
+            .bind(entry.last_seq)
+            .bind(entry.min_time)
+            .bind(entry.max_time)
+            .fetch_all()
+            .await?;
+        Ok(seqs.into_iter().collect())
+    }
+
+    /// Drops day partitions of `logs` (and month partitions of the ledger)
+    /// older than `days`. Returns the partitions dropped.
+    pub async fn apply_retention(&self, days: u32) -> Result<Vec<String>, StoreError> {
+        let cutoff = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
+        let day: u32 = cutoff.format("%Y%m%d").to_string().parse().expect("digits");
+        let months = |yyyymm: u32| (yyyymm / 100) * 12 + yyyymm % 100;
+        let month = months(day / 100);
+        let parts: Vec<(String, String)> = self
+            .client
+            .query("SELECT DISTINCT table, partition FROM system.parts WHERE database = ? AND active AND table IN ('logs', 'ingest_batches')")
+            .bind(&self.database)
+            .fetch_all()
+            .await?;
+        let mut dropped = Vec::new();
+        for (table, partition) in parts {
+            let Ok(value) = partition.parse::<u32>() else { continue };
+            let old = match table.as_str() {
+                "logs" => value < day,
+                // A month of ledger is kept past the logs it describes.
+                _ => months(value) + 1 < month,
+            };
+            if old {
+                self.client
+                    .query(&format!("ALTER TABLE `{table}` DROP PARTITION {value}"))
+                    .execute()
+                    .await?;
+                dropped.push(format!("{table}/{value}"));
+            }
+        }
+        Ok(dropped)
+    }
+}

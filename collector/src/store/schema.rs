@@ -1,0 +1,148 @@
+//! Versioned, idempotent migrations.
+//!
+//! The baseline runs on every supported server, ClickHouse 18.16 included:
+//! no TTL, codecs, skip indexes, `Map`, `LowCardinality` or `DateTime64`.
+//! Attributes are parallel key and value arrays; the time is a `DateTime`
+//! (seconds: partitions and sort key) beside the full nanoseconds. Later
+//! migrations that need newer servers name the version they require and are
+//! applied once the server reports it (`SELECT version()`), so upgrading
+//! ClickHouse upgrades the schema at the next collector start.
+//!
+//! Every statement is safe to run twice (`IF NOT EXISTS`), so collectors
+//! that start together cannot break each other.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    pub fn parse(s: &str) -> Option<ServerVersion> {
+        let mut parts = s.trim().split('.');
+        Some(ServerVersion {
+            major: parts.next()?.parse().ok()?,
+            minor: parts.next()?.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+#[derive(Debug)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    /// The oldest server that can apply it; `None` for the baseline.
+    pub requires: Option<ServerVersion>,
+    /// `{db}` stands for the database name.
+    pub statements: &'static [&'static str],
+}
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "logs table and ingest ledger",
+        requires: None,
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {db}.logs (
+                tenant String,
+                timestamp DateTime,
+                time_unix_nano UInt64,
+                observed_unix_nano UInt64,
+                severity_number UInt8,
+                severity_text String,
+                service String,
+                host String,
+                environment String,
+                source String,
+                file_path String,
+                body String,
+                trace_id String,
+                span_id String,
+                request_id String,
+                http_method String,
+                http_path String,
+                http_status UInt16,
+                duration_ms Float64,
+                client_ip String,
+                user_agent String,
+                user_id String,
+                event_type String,
+                logger String,
+                module String,
+                function String,
+                line UInt32,
+                attr_keys Array(String),
+                attr_values Array(String),
+                resource_keys Array(String),
+                resource_values Array(String),
+                agent_id String,
+                seq UInt64
+            ) ENGINE = MergeTree
+            PARTITION BY toYYYYMMDD(timestamp)
+            ORDER BY (tenant, service, timestamp)",
+            "CREATE TABLE IF NOT EXISTS {db}.ingest_batches (
+                agent_id String,
+                first_seq UInt64,
+                last_seq UInt64,
+                state UInt8,
+                collector_id String,
+                deadline_ms UInt64,
+                records UInt64,
+                min_time DateTime,
+                max_time DateTime,
+                recorded_at DateTime
+            ) ENGINE = MergeTree
+            PARTITION BY toYYYYMM(recorded_at)
+            ORDER BY (agent_id, first_seq)",
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "bloom-filter skip indexes for id lookups",
+        requires: Some(ServerVersion { major: 22, minor: 8 }),
+        statements: &[
+            "ALTER TABLE {db}.logs ADD INDEX IF NOT EXISTS idx_request_id request_id TYPE bloom_filter(0.01) GRANULARITY 4",
+            "ALTER TABLE {db}.logs ADD INDEX IF NOT EXISTS idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 4",
+        ],
+    },
+];
+
+pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime
+) ENGINE = MergeTree ORDER BY version";
+
+/// The migrations to run now: not yet applied, and supported by the server.
+pub fn pending<'a>(applied: &[u32], server: ServerVersion) -> impl Iterator<Item = &'a Migration> + use<'a, '_> {
+    MIGRATIONS
+        .iter()
+        .filter(move |m| !applied.contains(&m.version) && m.requires.is_none_or(|r| server >= r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrades_follow_the_server_version() {
+        let old = ServerVersion::parse("18.16.1").expect("parses");
+        let new = ServerVersion::parse("24.8.4.13").expect("parses");
+        assert_eq!(pending(&[], old).map(|m| m.version).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(pending(&[1], old).count(), 0);
+        assert_eq!(pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(ServerVersion::parse("garbage"), None);
+    }
+
+    #[test]
+    fn versions_are_unique_and_ascending() {
+        let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]));
+    }
+}
