@@ -293,7 +293,10 @@ impl Config {
             if s.name.is_empty() {
                 p.push(format!("{key}.name: must not be empty"));
             } else if !names.insert(&s.name) {
-                p.push(format!("{key}.name: `{}` is used by another source", s.name));
+                p.push(format!(
+                    "{key}.name: `{}` is used by another source",
+                    s.name
+                ));
             }
             if s.include.is_empty() {
                 p.push(format!("{key}.include: give at least one glob"));
@@ -331,13 +334,17 @@ impl Config {
         }
         let f = &self.forward;
         if f.endpoints.is_empty() {
-            p.push(format!("forward.endpoints: give at least one collector (or set {ENV_ENDPOINTS})"));
+            p.push(format!(
+                "forward.endpoints: give at least one collector (or set {ENV_ENDPOINTS})"
+            ));
         }
         for e in &f.endpoints {
             if !(e.starts_with("http://") || e.starts_with("https://"))
                 || e.parse::<tonic::transport::Uri>().is_err()
             {
-                p.push(format!("forward.endpoints: `{e}` is not a URL like http://host:4320"));
+                p.push(format!(
+                    "forward.endpoints: `{e}` is not a URL like http://host:4320"
+                ));
             }
         }
         if f.batch_max_records == 0 || f.batch_max_bytes == 0 {
@@ -347,13 +354,18 @@ impl Config {
             p.push("forward.max_in_flight: must be at least 1".into());
         }
         if f.backoff_initial_ms == 0 || f.backoff_max_ms < f.backoff_initial_ms {
-            p.push("forward.backoff_initial_ms: must be positive and at most backoff_max_ms".into());
+            p.push(
+                "forward.backoff_initial_ms: must be positive and at most backoff_max_ms".into(),
+            );
         }
         if f.request_timeout_ms < 1000 {
             p.push("forward.request_timeout_ms: must be at least 1000".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.push(format!("log.level: `{}` is not a filter: {e}", self.log.level));
+            p.push(format!(
+                "log.level: `{}` is not a filter: {e}",
+                self.log.level
+            ));
         }
         if p.is_empty() {
             Ok(())
@@ -387,14 +399,26 @@ mod tests {
             colour = "red"
         "#;
         let unknown = Config::parse(text).expect_err("unknown keys");
-        assert_eq!(unknown, vec!["bogus: unknown key", "sources.0.colour: unknown key"]);
-        let text = text.replace("bogus = 1", "").replace("colour = \"red\"", "");
-        let problems = Config::parse(&text).expect("parses").validate().expect_err("invalid");
+        assert_eq!(
+            unknown,
+            vec!["bogus: unknown key", "sources.0.colour: unknown key"]
+        );
+        let text = text
+            .replace("bogus = 1", "")
+            .replace("colour = \"red\"", "");
+        let problems = Config::parse(&text)
+            .expect("parses")
+            .validate()
+            .expect_err("invalid");
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems.iter().any(|p| p.starts_with("sources[0].name")));
-        assert!(problems.iter().any(|p| p.contains("must be an absolute path")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("must be an absolute path")));
         assert!(problems.iter().any(|p| p.starts_with("forward.endpoints")));
-        assert!(problems.iter().any(|p| p.starts_with("forward.max_in_flight")));
+        assert!(problems
+            .iter()
+            .any(|p| p.starts_with("forward.max_in_flight")));
     }
 
     #[test]

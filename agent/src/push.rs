@@ -30,7 +30,8 @@ impl PushReceiver {
         if count == 0 {
             return Ok(0);
         }
-        let count32 = u32::try_from(count).map_err(|_| Status::invalid_argument("too many records in one push"))?;
+        let count32 = u32::try_from(count)
+            .map_err(|_| Status::invalid_argument("too many records in one push"))?;
         let observed = now_nanos();
         let mut records = req.records;
         for r in &mut records {

@@ -26,12 +26,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let dir = config.data_dir.join("queue");
-    let (max_bytes, sync) = (config.queue.max_bytes, config.queue.sync == SyncPolicy::Always);
+    let (max_bytes, sync) = (
+        config.queue.max_bytes,
+        config.queue.sync == SyncPolicy::Always,
+    );
     let queue = tokio::task::spawn_blocking(move || Queue::open(&dir, max_bytes, sync))
         .await?
         .with_context(|| format!("cannot open the queue in {}", config.data_dir.display()))?;
     let host = if config.host_name.is_empty() {
-        hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+        hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
     } else {
         config.host_name.clone()
     };
@@ -49,16 +54,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     } else {
         let tailer = Tailer::new(config.tail.clone(), config.sources.clone(), queue.clone())?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Wake>(64);
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let rescan = match event {
-                Ok(e) => !matches!(e.kind, EventKind::Modify(notify::event::ModifyKind::Data(_)) | EventKind::Access(_)),
-                Err(_) => true,
-            };
-            let _ = tx.try_send(rescan);
-        })
-        .context("cannot start the filesystem watcher")?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let rescan = match event {
+                    Ok(e) => !matches!(
+                        e.kind,
+                        EventKind::Modify(notify::event::ModifyKind::Data(_))
+                            | EventKind::Access(_)
+                    ),
+                    Err(_) => true,
+                };
+                let _ = tx.try_send(rescan);
+            })
+            .context("cannot start the filesystem watcher")?;
         for (root, recursive) in tailer.watch_roots() {
-            let mode = if recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+            let mode = if recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
             if let Err(e) = watcher.watch(&root, mode) {
                 warn!(dir = %root.display(), error = %e, "cannot watch directory; relying on rescans");
             }
@@ -92,7 +106,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Some(tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stop.cancelled_owned()),
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                ),
         ))
     };
 
@@ -136,6 +153,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         error!(error = %e, "forwarder failed");
     }
     tokio::task::spawn_blocking(move || queue.flush()).await??;
-    info!(elapsed_ms = started.elapsed().as_millis() as u64, "agent stopped");
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "agent stopped"
+    );
     Ok(())
 }

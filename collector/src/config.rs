@@ -183,7 +183,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut p = Vec::new();
         if self.ingest.listen.parse::<SocketAddr>().is_err() {
-            p.push(format!("ingest.listen: `{}` is not an address like 0.0.0.0:4320", self.ingest.listen));
+            p.push(format!(
+                "ingest.listen: `{}` is not an address like 0.0.0.0:4320",
+                self.ingest.listen
+            ));
         }
         if self.ingest.max_message_bytes < 1 << 20 {
             p.push("ingest.max_message_bytes: must be at least 1048576".into());
@@ -193,17 +196,24 @@ impl Config {
         }
         let url = &self.clickhouse.url;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            p.push(format!("clickhouse.url: `{url}` must be an http:// or https:// URL of the HTTP interface"));
+            p.push(format!(
+                "clickhouse.url: `{url}` must be an http:// or https:// URL of the HTTP interface"
+            ));
         }
         let db = &self.clickhouse.database;
         if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            p.push(format!("clickhouse.database: `{db}` must be letters, digits and underscores"));
+            p.push(format!(
+                "clickhouse.database: `{db}` must be letters, digits and underscores"
+            ));
         }
         if self.retention.check_interval_s == 0 {
             p.push("retention.check_interval_s: must be positive".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.push(format!("log.level: `{}` is not a filter: {e}", self.log.level));
+            p.push(format!(
+                "log.level: `{}` is not a filter: {e}",
+                self.log.level
+            ));
         }
         if p.is_empty() {
             Ok(())
@@ -225,10 +235,16 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let unknown = Config::parse("[ingest]\nport = 1\n[clickhouse]\nhost = \"x\"\n").expect_err("unknown");
-        assert_eq!(unknown, vec!["clickhouse.host: unknown key", "ingest.port: unknown key"]);
-        let config = Config::parse("[ingest]\nlisten = \"nowhere\"\n[clickhouse]\nurl = \"tcp://x\"\ndatabase = \"a-b\"\n")
-            .expect("parses");
+        let unknown =
+            Config::parse("[ingest]\nport = 1\n[clickhouse]\nhost = \"x\"\n").expect_err("unknown");
+        assert_eq!(
+            unknown,
+            vec!["clickhouse.host: unknown key", "ingest.port: unknown key"]
+        );
+        let config = Config::parse(
+            "[ingest]\nlisten = \"nowhere\"\n[clickhouse]\nurl = \"tcp://x\"\ndatabase = \"a-b\"\n",
+        )
+        .expect("parses");
         assert_eq!(config.validate().expect_err("invalid").len(), 3);
     }
 

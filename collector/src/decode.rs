@@ -49,9 +49,13 @@ pub fn decode_batch(req: &ExportRequest, tenant: &str) -> Result<Decoded, Decode
         ..Decoded::default()
     };
     for (index, bytes) in req.chunks.iter().enumerate() {
-        let chunk = Chunk::decode(bytes.clone()).map_err(|source| DecodeError::Chunk { index, source })?;
+        let chunk =
+            Chunk::decode(bytes.clone()).map_err(|source| DecodeError::Chunk { index, source })?;
         let mut base = agent.clone();
-        let format = chunk.origin.as_ref().map_or(Format::Unspecified, |o| o.format());
+        let format = chunk
+            .origin
+            .as_ref()
+            .map_or(Format::Unspecified, |o| o.format());
         if let Some(origin) = &chunk.origin {
             apply_origin(&mut base, origin);
         }
@@ -204,10 +208,9 @@ fn text_of(v: &AnyValue) -> String {
 /// upper case only, so prose does not count.
 fn detect_severity(row: &mut LogRow, text: &str) {
     let head = &text[..text.floor_char_boundary(160)];
-    if let Some(word) = head
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .find(|w| w.len() >= 3 && w.bytes().all(|b| b.is_ascii_uppercase()) && severity_number(w) > 0)
-    {
+    if let Some(word) = head.split(|c: char| !c.is_ascii_alphabetic()).find(|w| {
+        w.len() >= 3 && w.bytes().all(|b| b.is_ascii_uppercase()) && severity_number(w) > 0
+    }) {
         row.severity_text = word.to_string();
         row.severity_number = severity_number(word);
     }

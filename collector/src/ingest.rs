@@ -54,7 +54,10 @@ struct InProgress<'a> {
 
 impl Drop for InProgress<'_> {
     fn drop(&mut self) {
-        self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
     }
 }
 
@@ -65,7 +68,10 @@ fn now_ms() -> u64 {
 }
 
 fn unavailable(e: StoreError) -> Status {
-    Status::unavailable(format!("clickhouse unavailable, retry later: {}", error_chain(&e)))
+    Status::unavailable(format!(
+        "clickhouse unavailable, retry later: {}",
+        error_chain(&e)
+    ))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -91,17 +97,25 @@ impl Ingest {
 
     async fn store_batch(&self, req: ExportRequest) -> Result<ExportResponse, Status> {
         let started = Instant::now();
-        let store = self
-            .store
-            .borrow()
-            .clone()
-            .ok_or_else(|| Status::unavailable("collector is still connecting to clickhouse"))?;
+        let store =
+            self.store.borrow().clone().ok_or_else(|| {
+                Status::unavailable("collector is still connecting to clickhouse")
+            })?;
         if req.agent_id.is_empty() || req.first_seq > req.last_seq {
-            return Err(Status::invalid_argument("a batch needs an agent id and first_seq <= last_seq"));
+            return Err(Status::invalid_argument(
+                "a batch needs an agent id and first_seq <= last_seq",
+            ));
         }
         let key = (req.agent_id.clone(), req.first_seq);
-        if !self.in_progress.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
-            return Err(Status::unavailable("this batch is already being stored by this collector"));
+        if !self
+            .in_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone())
+        {
+            return Err(Status::unavailable(
+                "this batch is already being stored by this collector",
+            ));
         }
         let _guard = InProgress {
             set: &self.in_progress,
@@ -115,7 +129,10 @@ impl Ingest {
             .map_err(|e| Status::invalid_argument(error_chain(&e)))?;
         let mut rows = decoded.rows;
 
-        let ledger = store.ledger(&agent_id, first_seq).await.map_err(unavailable)?;
+        let ledger = store
+            .ledger(&agent_id, first_seq)
+            .await
+            .map_err(unavailable)?;
         if ledger.iter().any(|e| e.state == COMMITTED) {
             debug!(agent_id, first_seq, "batch already stored");
             return Ok(ExportResponse {
@@ -132,7 +149,12 @@ impl Ingest {
             }
             let stored = store.stored_seqs(pending).await.map_err(unavailable)?;
             if !stored.is_empty() {
-                warn!(agent_id, first_seq, already = stored.len(), "completing a batch whose earlier attempt was cut short");
+                warn!(
+                    agent_id,
+                    first_seq,
+                    already = stored.len(),
+                    "completing a batch whose earlier attempt was cut short"
+                );
                 rows.retain(|r| !stored.contains(&r.seq));
             }
         }
@@ -151,10 +173,15 @@ impl Ingest {
         store.record_batch(&entry).await.map_err(unavailable)?;
         let remaining = self.deadline.saturating_sub(started.elapsed());
         if remaining.is_zero() {
-            return Err(Status::deadline_exceeded("batch deadline passed before insert; retry"));
+            return Err(Status::deadline_exceeded(
+                "batch deadline passed before insert; retry",
+            ));
         }
         if !rows.is_empty() {
-            store.insert_logs(&rows, remaining).await.map_err(unavailable)?;
+            store
+                .insert_logs(&rows, remaining)
+                .await
+                .map_err(unavailable)?;
         }
         entry.state = COMMITTED;
         entry.recorded_at = (now_ms() / 1000) as u32;
@@ -168,7 +195,10 @@ impl Ingest {
 
 #[tonic::async_trait]
 impl IngestService for Ingest {
-    async fn export(&self, request: Request<ExportRequest>) -> Result<Response<ExportResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportRequest>,
+    ) -> Result<Response<ExportResponse>, Status> {
         match self.store_batch(request.into_inner()).await {
             Ok(resp) => Ok(Response::new(resp)),
             Err(status) => {

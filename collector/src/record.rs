@@ -283,7 +283,9 @@ pub fn parse_time(s: &str) -> Option<u64> {
         naive.and_utc().timestamp_nanos_opt()?
     };
     // DateTime in ClickHouse 18.16 is 32-bit seconds.
-    u64::try_from(ns).ok().filter(|ns| *ns < u64::from(u32::MAX) * 1_000_000_000)
+    u64::try_from(ns)
+        .ok()
+        .filter(|ns| *ns < u64::from(u32::MAX) * 1_000_000_000)
 }
 
 #[cfg(test)]
@@ -317,7 +319,10 @@ mod tests {
         assert!(!f.finish(), "no time given");
         assert_eq!(row.body, "first");
         assert_eq!(row.http_status, 503);
-        assert_eq!((row.severity_number, row.severity_text.as_str()), (13, "WARNING"));
+        assert_eq!(
+            (row.severity_number, row.severity_text.as_str()),
+            (13, "WARNING")
+        );
         assert_eq!(row.attr_keys, vec!["order_id", "msg", "status_code"]);
         assert_eq!(row.attr_values, vec!["42", "second", "not a number"]);
     }
@@ -326,6 +331,9 @@ mod tests {
     fn numeric_levels() {
         let mut row = LogRow::default();
         set_severity(&mut row, "50");
-        assert_eq!((row.severity_number, row.severity_text.as_str()), (17, "ERROR"));
+        assert_eq!(
+            (row.severity_number, row.severity_text.as_str()),
+            (17, "ERROR")
+        );
     }
 }

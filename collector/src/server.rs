@@ -22,7 +22,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (store_tx, store_rx) = watch::channel(None);
     tokio::spawn(connect(config.clone(), store_tx, shutdown.clone()));
 
-    let ingest = Ingest::new(store_rx.clone(), Duration::from_millis(config.ingest.batch_deadline_ms));
+    let ingest = Ingest::new(
+        store_rx.clone(),
+        Duration::from_millis(config.ingest.batch_deadline_ms),
+    );
     let service = IngestServiceServer::from_arc(ingest)
         .max_decoding_message_size(config.ingest.max_message_bytes)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
@@ -51,7 +54,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => error!(error = %e, "ingest server failed"),
         Ok(Err(e)) => error!(error = %e, "ingest server task failed"),
-        Err(_) => warn!("batches still in flight at the shutdown deadline; their agents will resend them"),
+        Err(_) => {
+            warn!("batches still in flight at the shutdown deadline; their agents will resend them")
+        }
     }
     retention.abort();
     info!("collector stopped");
@@ -79,7 +84,11 @@ async fn connect(config: Config, tx: watch::Sender<Option<Store>>, shutdown: Can
     }
 }
 
-async fn retention(config: Config, mut store: watch::Receiver<Option<Store>>, shutdown: CancellationToken) {
+async fn retention(
+    config: Config,
+    mut store: watch::Receiver<Option<Store>>,
+    shutdown: CancellationToken,
+) {
     if config.retention.days == 0 {
         return;
     }
@@ -94,7 +103,9 @@ async fn retention(config: Config, mut store: watch::Receiver<Option<Store>>, sh
             _ = tick.tick() => {}
         }
         match store.apply_retention(config.retention.days).await {
-            Ok(dropped) if !dropped.is_empty() => info!(?dropped, "retention dropped old partitions"),
+            Ok(dropped) if !dropped.is_empty() => {
+                info!(?dropped, "retention dropped old partitions")
+            }
             Ok(_) => {}
             Err(e) => warn!(error = %anyhow::Error::from(e), "retention check failed; will retry"),
         }

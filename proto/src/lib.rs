@@ -69,7 +69,10 @@ mod tests {
              190100000000000000\
              22090a02780a1201001803"
         );
-        assert_eq!(Chunk::decode(chunk.encode_to_vec().as_slice()).ok(), Some(chunk));
+        assert_eq!(
+            Chunk::decode(chunk.encode_to_vec().as_slice()).ok(),
+            Some(chunk)
+        );
     }
 
     #[test]

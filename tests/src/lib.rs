@@ -1,1 +1,344 @@
+//! The end-to-end harness: a private ClickHouse per test (own directory, own
+//! ports), the real `logferry-agent` and `logferry-collector` binaries on
+//! free ports, and helpers to break them on purpose.
+//!
+//! The binaries are taken from the target directory this test binary was
+//! built in (`cargo build --release --bins` first; the README's test command
+//! does it).
 
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// Polls `check` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+/// A binary of this workspace, from the target directory of this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --release --bins` (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Sends a signal by name (`TERM`, `STOP`, ...) with kill(1): the
+/// workspace forbids `unsafe`, and this is test code.
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status();
+}
+
+/// A child process with its log file, restartable with the same arguments.
+pub struct Proc {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn new(name: &str, program: PathBuf, args: Vec<String>, log: PathBuf) -> Proc {
+        Proc {
+            name: name.into(),
+            program,
+            args,
+            env: Vec::new(),
+            log,
+            child: None,
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Proc {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()));
+        self.child = Some(child);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits; returns how long the process took to exit.
+    pub fn terminate(&mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(mut c) = self.child.take() {
+            signal(&c, "TERM");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        started.elapsed()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A private ClickHouse server.
+pub struct ClickHouse {
+    pub dir: TempDir,
+    pub http_port: u16,
+    pub tcp_port: u16,
+    proc: Proc,
+}
+
+impl ClickHouse {
+    pub fn start() -> ClickHouse {
+        let server = which("clickhouse-server").unwrap_or_else(|| {
+            panic!("clickhouse-server is not installed: apt-get install -y clickhouse-server clickhouse-client (the README's test command does it)")
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("logferry-ch-")
+            .tempdir()
+            .expect("tempdir");
+        let (http_port, tcp_port, inter_port) = (free_port(), free_port(), free_port());
+        let d = dir.path().display();
+        let args = vec![
+            "--config-file=/etc/clickhouse-server/config.xml".to_string(),
+            "--".into(),
+            format!("--path={d}/data/"),
+            format!("--tmp_path={d}/tmp/"),
+            format!("--user_files_path={d}/user_files/"),
+            format!("--format_schema_path={d}/fs/"),
+            format!("--http_port={http_port}"),
+            format!("--tcp_port={tcp_port}"),
+            format!("--interserver_http_port={inter_port}"),
+            format!("--logger.log={d}/log.txt"),
+            format!("--logger.errorlog={d}/err.txt"),
+        ];
+        let proc = Proc::new("clickhouse", server, args, dir.path().join("stdout.txt"));
+        let mut ch = ClickHouse {
+            dir,
+            http_port,
+            tcp_port,
+            proc,
+        };
+        ch.resume();
+        ch
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts the server again on the same data and ports.
+    pub fn resume(&mut self) {
+        self.proc.start();
+        let ready = wait_until(Duration::from_secs(30), || {
+            self.try_query("SELECT 1").is_ok()
+        });
+        assert!(ready, "clickhouse did not start: {}", self.proc.log_text());
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.terminate();
+    }
+
+    pub fn try_query(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new("clickhouse-client")
+            .args(["--port", &self.tcp_port.to_string(), "--query", sql])
+            .output()
+            .map_err(|e| format!("cannot run clickhouse-client: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    pub fn query(&self, sql: &str) -> String {
+        self.try_query(sql)
+            .unwrap_or_else(|e| panic!("query failed: {sql}: {e}"))
+    }
+
+    /// A number from a one-value query, 0 while the table does not exist.
+    pub fn count(&self, sql: &str) -> u64 {
+        self.try_query(sql)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.exists())
+    })
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).expect("config file");
+    f.write_all(text.as_bytes()).expect("write config");
+    path
+}
+
+pub struct Collector {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Collector {
+    /// A collector on a free port, storing into `database` of `ch`.
+    pub fn new(dir: &Path, name: &str, ch: &ClickHouse, database: &str, extra: &str) -> Collector {
+        let port = free_port();
+        let cfg = write_config(
+            dir,
+            &format!("{name}.toml"),
+            &format!(
+                "shutdown_timeout_ms = 5000\n[ingest]\nlisten = \"127.0.0.1:{port}\"\nbatch_deadline_ms = 4000\n\
+                 [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n[log]\nlevel = \"info\"\n{extra}",
+                ch.url()
+            ),
+        );
+        let proc = Proc::new(
+            name,
+            bin("logferry-collector"),
+            vec!["--config".into(), cfg.display().to_string()],
+            dir.join(format!("{name}.log")),
+        );
+        let mut c = Collector { port, proc };
+        c.proc.start();
+        c
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+pub struct Agent {
+    pub data_dir: PathBuf,
+    pub push_port: u16,
+    pub proc: Proc,
+}
+
+impl Agent {
+    /// An agent following `sources` (TOML `[[sources]]` tables) and shipping
+    /// to `endpoints`, with test-friendly timings.
+    pub fn new(dir: &Path, endpoints: &[String], sources: &str, extra: &str) -> Agent {
+        let push_port = free_port();
+        let data_dir = dir.join("agent-data");
+        let endpoints = endpoints
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let cfg = write_config(
+            dir,
+            "agent.toml",
+            &format!(
+                "data_dir = \"{}\"\nshutdown_timeout_ms = 5000\n{extra}\n\
+                 [push]\nlisten = \"127.0.0.1:{push_port}\"\n\
+                 [forward]\nendpoints = [{endpoints}]\nbatch_timeout_ms = 100\nrequest_timeout_ms = 6000\n\
+                 backoff_initial_ms = 50\nbackoff_max_ms = 500\n[tail]\nrotated_grace_ms = 500\n{sources}",
+                data_dir.display()
+            ),
+        );
+        let proc = Proc::new(
+            "agent",
+            bin("logferry-agent"),
+            vec!["--config".into(), cfg.display().to_string()],
+            dir.join("agent.log"),
+        );
+        let mut a = Agent {
+            data_dir,
+            push_port,
+            proc,
+        };
+        a.proc.start();
+        a
+    }
+
+    pub fn push_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.push_port)
+    }
+}
+
+/// A JSON line in the format of our users' applications.
+pub fn seed_line(file: &str, n: u64) -> String {
+    format!(
+        "{{\"timestamp\": \"2026-11-27T10:{:02}:{:02}.{:06}+00:00\", \"level\": \"{}\", \"logger\": \"Fast Users API\", \
+         \"message\": \"{file} line {n}\", \"module\": \"logging_middleware\", \"function\": \"dispatch\", \"line\": 41, \
+         \"request_id\": \"req-{n}\", \"duration_ms\": {}.5, \"status_code\": {}, \"client_ip\": \"10.0.0.{}\", \
+         \"user_agent\": \"Mozilla/5.0\", \"event_type\": \"api_performance\"}}",
+        (n / 60) % 60,
+        n % 60,
+        n % 1_000_000,
+        if n % 10 == 0 { "ERROR" } else { "INFO" },
+        n % 500,
+        if n % 10 == 0 { 500 } else { 200 },
+        n % 250
+    )
+}

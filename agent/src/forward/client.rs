@@ -14,7 +14,10 @@ use crate::config::{Compression, ForwardConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("collector {endpoint} answered {status}")]
-    Status { endpoint: String, status: Box<tonic::Status> },
+    Status {
+        endpoint: String,
+        status: Box<tonic::Status>,
+    },
     #[error("collector {endpoint} did not answer within {timeout:?}")]
     Timeout { endpoint: String, timeout: Duration },
 }

@@ -35,7 +35,12 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(queue: Arc<Queue>, cfg: ForwardConfig, client: Client, resource: Vec<KeyValue>) -> Forwarder {
+    pub fn new(
+        queue: Arc<Queue>,
+        cfg: ForwardConfig,
+        client: Client,
+        resource: Vec<KeyValue>,
+    ) -> Forwarder {
         Forwarder {
             queue,
             cfg,
@@ -97,7 +102,9 @@ impl Forwarder {
             if due {
                 let queue = self.queue.clone();
                 let (records, bytes) = (self.cfg.batch_max_records, self.cfg.batch_max_bytes);
-                if let Some(batch) = tokio::task::spawn_blocking(move || queue.cut_batch(records, bytes)).await?? {
+                if let Some(batch) =
+                    tokio::task::spawn_blocking(move || queue.cut_batch(records, bytes)).await??
+                {
                     return Ok(batch);
                 }
             }
@@ -133,7 +140,12 @@ impl Forwarder {
             loop {
                 match client.export(request.clone()).await {
                     Ok(resp) => {
-                        debug!(first_seq = manifest.first_seq, records = manifest.records, duplicate = resp.duplicate, "batch acknowledged");
+                        debug!(
+                            first_seq = manifest.first_seq,
+                            records = manifest.records,
+                            duplicate = resp.duplicate,
+                            "batch acknowledged"
+                        );
                         let acked = tokio::task::spawn_blocking(move || queue.ack(&manifest)).await;
                         if !matches!(acked, Ok(Ok(()))) {
                             error!(first_seq = manifest.first_seq, "cannot delete an acknowledged batch; it will be resent and recognised");

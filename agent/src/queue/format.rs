@@ -23,7 +23,9 @@ pub fn seq_key(seq: u64) -> [u8; 8] {
 }
 
 pub fn decode_seq(key: &[u8]) -> Result<u64, QueueError> {
-    let bytes: [u8; 8] = key.try_into().map_err(|_| QueueError::Corrupt("record key"))?;
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| QueueError::Corrupt("record key"))?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -64,7 +66,9 @@ impl Manifest {
     }
 
     pub fn decode(key: &[u8], value: &[u8]) -> Result<Manifest, QueueError> {
-        let v: &[u8; 24] = value.try_into().map_err(|_| QueueError::Corrupt("batch manifest"))?;
+        let v: &[u8; 24] = value
+            .try_into()
+            .map_err(|_| QueueError::Corrupt("batch manifest"))?;
         let word = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().expect("8 bytes"));
         Ok(Manifest {
             first_seq: decode_seq(key)?,

@@ -90,7 +90,9 @@ pub struct Queue {
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("agent_id", &self.agent_id).finish_non_exhaustive()
+        f.debug_struct("Queue")
+            .field("agent_id", &self.agent_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -147,7 +149,11 @@ impl Queue {
             }
         }
         let last_epoch = match db.get(b"epoch")? {
-            Some(v) => u32::from_be_bytes(v.as_slice().try_into().map_err(|_| QueueError::Corrupt("epoch"))?),
+            Some(v) => u32::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| QueueError::Corrupt("epoch"))?,
+            ),
             None => 0,
         };
         let floor = end_seq.max(batch_end);
@@ -266,7 +272,9 @@ impl Queue {
             }
             let (count, chunk) = split_record_value(&v)?;
             let count = u64::from(count);
-            if !chunks.is_empty() && (records + count > max_records || bytes + v.len() as u64 > max_bytes) {
+            if !chunks.is_empty()
+                && (records + count > max_records || bytes + v.len() as u64 > max_bytes)
+            {
                 break;
             }
             if chunks.is_empty() {
@@ -304,7 +312,10 @@ impl Queue {
     /// first, with the very records they held then.
     pub fn unacked_batches(&self) -> Result<Vec<Batch>, QueueError> {
         let mut batches = Vec::new();
-        for item in self.db.iterator_cf(cf(&self.db, CF_BATCHES), rocksdb::IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, CF_BATCHES), rocksdb::IteratorMode::Start)
+        {
             let (k, v) = item?;
             let manifest = Manifest::decode(&k, &v)?;
             let mut chunks = Vec::new();
@@ -342,14 +353,18 @@ impl Queue {
     pub fn checkpoints(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, QueueError> {
         self.db
             .iterator_cf(cf(&self.db, CF_CHECKPOINTS), rocksdb::IteratorMode::Start)
-            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(QueueError::from))
+            .map(|item| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(QueueError::from)
+            })
             .collect()
     }
 
     /// Writes a checkpoint that moves without records (a truncation, a
     /// skipped remainder of an over-long line).
     pub fn put_checkpoint(&self, key: &[u8], value: &[u8]) -> Result<(), QueueError> {
-        self.db.put_cf_opt(cf(&self.db, CF_CHECKPOINTS), key, value, &self.write_opts)?;
+        self.db
+            .put_cf_opt(cf(&self.db, CF_CHECKPOINTS), key, value, &self.write_opts)?;
         Ok(())
     }
 
@@ -366,7 +381,8 @@ impl Queue {
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
-    db.cf_handle(name).expect("column families are created at open")
+    db.cf_handle(name)
+        .expect("column families are created at open")
 }
 
 #[cfg(test)]

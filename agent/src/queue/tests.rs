@@ -21,9 +21,19 @@ fn lines_of(batch: &Batch) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     for bytes in &batch.chunks {
         let c = Chunk::decode(bytes.as_ref()).expect("chunk decodes");
-        let Some(chunk::Body::Lines(l)) = c.body else { panic!("lines") };
-        for (i, line) in l.data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-            out.push((c.first_seq + i as u64, String::from_utf8_lossy(line).into_owned()));
+        let Some(chunk::Body::Lines(l)) = c.body else {
+            panic!("lines")
+        };
+        for (i, line) in l
+            .data
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            out.push((
+                c.first_seq + i as u64,
+                String::from_utf8_lossy(line).into_owned(),
+            ));
         }
     }
     out
@@ -110,9 +120,13 @@ fn full_queue_refuses_commits_until_acked() {
     let q = Queue::open(dir.path(), 1 << 20, true).expect("open");
     let big = vec!["x".repeat(600 << 10)];
     q.commit(1, lines_chunk(&big), None).expect("first fits");
-    q.commit(1, lines_chunk(&big), None).expect("second crosses the limit");
+    q.commit(1, lines_chunk(&big), None)
+        .expect("second crosses the limit");
     assert!(q.is_full());
-    assert!(matches!(q.commit(1, lines_chunk(&big), None), Err(QueueError::Full { .. })));
+    assert!(matches!(
+        q.commit(1, lines_chunk(&big), None),
+        Err(QueueError::Full { .. })
+    ));
     let b = q.cut_batch(10, u64::MAX).expect("cut").expect("batch");
     q.ack(&b.manifest).expect("ack");
     assert!(!q.is_full());
@@ -123,12 +137,16 @@ fn full_queue_refuses_commits_until_acked() {
 fn checkpoint_commits_with_its_records() {
     let dir = tempfile::tempdir().expect("tempdir");
     let q = Queue::open(dir.path(), 1 << 30, true).expect("open");
-    q.commit(1, lines_chunk(&["a".into()]), Some((b"file", b"pos-1"))).expect("commit");
+    q.commit(1, lines_chunk(&["a".into()]), Some((b"file", b"pos-1")))
+        .expect("commit");
     let id = q.agent_id().to_string();
     drop(q);
     let q = Queue::open(dir.path(), 1 << 30, true).expect("reopen");
     assert_eq!(q.agent_id(), id, "the agent id is stable");
-    assert_eq!(q.checkpoints().expect("read"), vec![(b"file".to_vec(), b"pos-1".to_vec())]);
+    assert_eq!(
+        q.checkpoints().expect("read"),
+        vec![(b"file".to_vec(), b"pos-1".to_vec())]
+    );
     let b = q.cut_batch(10, u64::MAX).expect("cut").expect("batch");
     assert_eq!(b.manifest.records, 1);
 }
@@ -137,11 +155,15 @@ fn checkpoint_commits_with_its_records() {
 fn sequence_numbers_grow_across_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let q = Queue::open(dir.path(), 1 << 30, false).expect("open");
-    let a = q.commit(1, lines_chunk(&["a".into()]), None).expect("commit");
+    let a = q
+        .commit(1, lines_chunk(&["a".into()]), None)
+        .expect("commit");
     let b = q.cut_batch(10, u64::MAX).expect("cut").expect("batch");
     q.ack(&b.manifest).expect("ack");
     drop(q);
     let q = Queue::open(dir.path(), 1 << 30, false).expect("reopen");
-    let c = q.commit(1, lines_chunk(&["c".into()]), None).expect("commit");
+    let c = q
+        .commit(1, lines_chunk(&["c".into()]), None)
+        .expect("commit");
     assert!(c > a, "{c} > {a}: numbers are never reused");
 }

@@ -26,7 +26,11 @@ impl Matcher {
             sources: sources
                 .iter()
                 .map(|s| {
-                    let excludes = s.exclude.iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
+                    let excludes = s
+                        .exclude
+                        .iter()
+                        .filter_map(|g| glob::Pattern::new(g).ok())
+                        .collect();
                     (s.include.clone(), excludes)
                 })
                 .collect(),
@@ -40,12 +44,16 @@ impl Matcher {
         let mut seen = std::collections::HashSet::new();
         for (source, (includes, excludes)) in self.sources.iter().enumerate() {
             for pattern in includes {
-                let Ok(paths) = glob::glob(pattern) else { continue };
+                let Ok(paths) = glob::glob(pattern) else {
+                    continue;
+                };
                 for path in paths.flatten() {
                     if excludes.iter().any(|e| e.matches_path(&path)) {
                         continue;
                     }
-                    let Ok(meta) = std::fs::metadata(&path) else { continue };
+                    let Ok(meta) = std::fs::metadata(&path) else {
+                        continue;
+                    };
                     if !meta.is_file() {
                         continue;
                     }
@@ -103,9 +111,18 @@ mod tests {
 
     #[test]
     fn watch_roots_stop_at_the_first_wildcard() {
-        assert_eq!(split_fixed_prefix(Path::new("/var/log/app/*.log")), ("/var/log/app".into(), 1));
-        assert_eq!(split_fixed_prefix(Path::new("/var/log/*/x.log")), ("/var/log".into(), 2));
-        assert_eq!(split_fixed_prefix(Path::new("/var/log/a.log")), ("/var/log".into(), 1));
+        assert_eq!(
+            split_fixed_prefix(Path::new("/var/log/app/*.log")),
+            ("/var/log/app".into(), 1)
+        );
+        assert_eq!(
+            split_fixed_prefix(Path::new("/var/log/*/x.log")),
+            ("/var/log".into(), 2)
+        );
+        assert_eq!(
+            split_fixed_prefix(Path::new("/var/log/a.log")),
+            ("/var/log".into(), 1)
+        );
     }
 
     #[test]
@@ -129,8 +146,24 @@ mod tests {
         let found = Matcher::new(&sources).scan();
         let got: Vec<_> = found
             .iter()
-            .map(|f| (f.source, f.path.file_name().expect("name").to_string_lossy().into_owned()))
+            .map(|f| {
+                (
+                    f.source,
+                    f.path
+                        .file_name()
+                        .expect("name")
+                        .to_string_lossy()
+                        .into_owned(),
+                )
+            })
             .collect();
-        assert_eq!(got, vec![(0, "a.log".into()), (0, "b.log".into()), (1, "c.txt".into())]);
+        assert_eq!(
+            got,
+            vec![
+                (0, "a.log".into()),
+                (0, "b.log".into()),
+                (1, "c.txt".into())
+            ]
+        );
     }
 }

@@ -82,7 +82,11 @@ pub struct Tailer {
 }
 
 impl Tailer {
-    pub fn new(cfg: TailConfig, sources: Vec<SourceConfig>, queue: Arc<Queue>) -> Result<Tailer, QueueError> {
+    pub fn new(
+        cfg: TailConfig,
+        sources: Vec<SourceConfig>,
+        queue: Arc<Queue>,
+    ) -> Result<Tailer, QueueError> {
         let mut known = HashMap::new();
         let mut seen_sources = HashSet::new();
         for (k, v) in queue.checkpoints()? {
@@ -128,7 +132,9 @@ impl Tailer {
                 match wake.recv_timeout(Duration::from_millis(wait)) {
                     Ok(rescan) => rescan_now |= rescan,
                     Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(wait)),
+                    Err(RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(Duration::from_millis(wait))
+                    }
                 }
                 while let Ok(rescan) = wake.try_recv() {
                     rescan_now |= rescan;
@@ -185,9 +191,12 @@ impl Tailer {
             let Some(source) = self.source_of(&ckpt.path) else {
                 continue;
             };
-            match find_in_dir(&ckpt.path, |meta, path| {
+            let found = find_in_dir(&ckpt.path, |meta, path| {
                 meta.dev() == id.dev && meta.ino() == id.ino && head_matches(path, &ckpt)
-            }) {
+            });
+            match found {
+                // Already read to its end before the stop: nothing to do.
+                Some(path) if std::fs::metadata(&path).is_ok_and(|m| m.len() <= ckpt.offset) => {}
                 Some(path) => {
                     info!(path = %path.display(), offset = ckpt.offset, "finishing a file rotated while the agent was stopped");
                     self.known.remove(&id);
@@ -235,8 +244,10 @@ impl Tailer {
             // finishes the old content from a copy if there is one.
             let ckpt = self.known.remove(&found.id);
             let source = &self.sources[found.source];
-            let start_at_end =
-                ckpt.is_none() && initial && source.start_at == StartAt::End && !self.seen_sources.contains(&source.name);
+            let start_at_end = ckpt.is_none()
+                && initial
+                && source.start_at == StartAt::End
+                && !self.seen_sources.contains(&source.name);
             let ckpt = match ckpt {
                 Some(c) => Some(c),
                 None if start_at_end => Some(end_checkpoint(&found.path)),
@@ -247,7 +258,13 @@ impl Tailer {
         Ok(())
     }
 
-    fn open(&mut self, id: FileId, source: usize, path: PathBuf, ckpt: Option<Checkpoint>) -> Result<(), QueueError> {
+    fn open(
+        &mut self,
+        id: FileId,
+        source: usize,
+        path: PathBuf,
+        ckpt: Option<Checkpoint>,
+    ) -> Result<(), QueueError> {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) => {
@@ -284,7 +301,8 @@ impl Tailer {
     /// One read from each file, rotated-away files first. True when any
     /// file moved.
     fn poll_all(&mut self) -> Result<bool, QueueError> {
-        let mut ids: Vec<(bool, FileId)> = self.files.iter().map(|(id, t)| (t.matched, *id)).collect();
+        let mut ids: Vec<(bool, FileId)> =
+            self.files.iter().map(|(id, t)| (t.matched, *id)).collect();
         ids.sort();
         let mut progressed = false;
         for (_, id) in ids {
@@ -319,7 +337,9 @@ impl Tailer {
         // Copytruncate shows as a file shorter than what was read, or, when
         // the writer refilled it past that point already, as a new head.
         let verify = std::mem::take(&mut t.verify) || size > t.read_pos;
-        if size < t.read_pos || (verify && t.saved.fp_len > 0 && !head_matches_file(&t.file, &t.saved)) {
+        if size < t.read_pos
+            || (verify && t.saved.fp_len > 0 && !head_matches_file(&t.file, &t.saved))
+        {
             self.truncated(id)?;
             return Ok(true);
         }
@@ -381,7 +401,9 @@ impl Tailer {
             let origin = origin_for(&self.sources[t.source], &t.path);
             let count = lines.count;
             let chunk = lines_chunk(origin, lines, t.saved.offset);
-            self.queue.commit(count, chunk, Some((&key, &value))).map(|_| ())
+            self.queue
+                .commit(count, chunk, Some((&key, &value)))
+                .map(|_| ())
         };
         match result {
             Ok(()) => {
@@ -409,7 +431,9 @@ impl Tailer {
         let copy = (saved.fp_len > 0)
             .then(|| {
                 find_in_dir(&t.path, |meta, path| {
-                    (meta.dev(), meta.ino()) != (id.dev, id.ino) && meta.len() > saved.offset && head_matches(path, &saved)
+                    (meta.dev(), meta.ino()) != (id.dev, id.ino)
+                        && meta.len() > saved.offset
+                        && head_matches(path, &saved)
                 })
             })
             .flatten();
@@ -456,7 +480,11 @@ impl Tailer {
             let origin = origin_for(&self.sources[t.source], &t.path);
             let count = lines.count;
             self.queue
-                .commit(count, lines_chunk(origin, lines, lines_offset), Some((&key, &value)))
+                .commit(
+                    count,
+                    lines_chunk(origin, lines, lines_offset),
+                    Some((&key, &value)),
+                )
                 .map(|_| ())
         }
     }
@@ -580,7 +608,9 @@ fn find_in_dir(path: &Path, pred: impl Fn(&std::fs::Metadata, &Path) -> bool) ->
     let mut best: Option<(SystemTime, PathBuf)> = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let p = entry.path();
-        let Ok(meta) = std::fs::metadata(&p) else { continue };
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
         if !meta.is_file() || !pred(&meta, &p) {
             continue;
         }

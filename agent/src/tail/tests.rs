@@ -5,8 +5,8 @@
 use super::*;
 use crate::config::SourceConfig;
 use logferry_proto::chunk::Body;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -87,9 +87,12 @@ impl Harness {
         while let Some(b) = q.cut_batch(u64::MAX, u64::MAX).expect("cut") {
             for c in &b.chunks {
                 let chunk = Chunk::decode(c.as_ref()).expect("chunk");
-                let Some(Body::Lines(l)) = chunk.body else { panic!("lines") };
+                let Some(Body::Lines(l)) = chunk.body else {
+                    panic!("lines")
+                };
                 for line in l.data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    self.delivered.push(String::from_utf8_lossy(line).into_owned());
+                    self.delivered
+                        .push(String::from_utf8_lossy(line).into_owned());
                 }
             }
             q.ack(&b.manifest).expect("ack");
@@ -201,10 +204,23 @@ fn reused_inode_is_read_from_the_start() {
     let mut h = Harness::new(StartAt::Beginning);
     h.append("a.log", "new file line\n");
     let meta = std::fs::metadata(h.path("a.log")).expect("stat");
-    let id = FileId { dev: meta.dev(), ino: meta.ino() };
+    let id = FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
     // A checkpoint of an older file that had this inode.
-    let old = Checkpoint { offset: 5, fp_len: 5, fp: fingerprint(b"older"), discarding: false, path: h.path("a.log") };
-    h.queue.as_ref().expect("queue").put_checkpoint(&id.key(), &old.encode()).expect("put");
+    let old = Checkpoint {
+        offset: 5,
+        fp_len: 5,
+        fp: fingerprint(b"older"),
+        discarding: false,
+        path: h.path("a.log"),
+    };
+    h.queue
+        .as_ref()
+        .expect("queue")
+        .put_checkpoint(&id.key(), &old.encode())
+        .expect("put");
     h.restart();
     h.settle();
     assert_eq!(h.delivered, vec!["new file line"]);
@@ -221,7 +237,11 @@ fn rename_keeps_the_position_across_a_restart() {
     h.append("a.log", "three\n");
     h.restart();
     h.settle();
-    assert_eq!(h.delivered, vec!["one", "two", "three"], "rotated file finished first");
+    assert_eq!(
+        h.delivered,
+        vec!["one", "two", "three"],
+        "rotated file finished first"
+    );
 }
 
 #[test]
@@ -231,13 +251,21 @@ fn start_at_end_skips_existing_content_only_the_first_time() {
     h.restart();
     h.append("a.log", " rest\nnew line\n");
     h.settle();
-    assert_eq!(h.delivered, vec!["new line"], "existing content and the line in progress are skipped");
+    assert_eq!(
+        h.delivered,
+        vec!["new line"],
+        "existing content and the line in progress are skipped"
+    );
     h.restart();
     h.append("a.log", "after restart\n");
     h.append("b.log", "b line\n");
     h.settle();
     h.delivered.sort();
-    assert_eq!(h.delivered, vec!["after restart", "b line", "new line"], "later files are read whole");
+    assert_eq!(
+        h.delivered,
+        vec!["after restart", "b line", "new line"],
+        "later files are read whole"
+    );
 }
 
 #[test]
@@ -245,10 +273,17 @@ fn short_file_long_line_and_partial_line() {
     let mut h = Harness::new(StartAt::Beginning);
     h.append("a.log", "x");
     h.settle();
-    assert_eq!(h.delivered, vec!["x"], "a final line without newline is shipped after the idle time");
+    assert_eq!(
+        h.delivered,
+        vec!["x"],
+        "a final line without newline is shipped after the idle time"
+    );
     h.append("a.log", &format!("\n{}\nok\n", "y".repeat(200)));
     h.settle();
-    assert_eq!(h.delivered, vec!["x".to_string(), "y".repeat(64), "ok".to_string()]);
+    assert_eq!(
+        h.delivered,
+        vec!["x".to_string(), "y".repeat(64), "ok".to_string()]
+    );
 }
 
 #[test]
@@ -258,7 +293,11 @@ fn copytruncate_recovers_unread_lines_from_the_copy() {
     h.settle();
     h.append("a.log", "two\n");
     std::fs::copy(h.path("a.log"), h.path("a.log.1")).expect("copy");
-    std::fs::OpenOptions::new().write(true).open(h.path("a.log")).and_then(|f| f.set_len(0)).expect("truncate");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(h.path("a.log"))
+        .and_then(|f| f.set_len(0))
+        .expect("truncate");
     h.settle();
     assert_eq!(h.delivered, vec!["one", "two"]);
     h.append("a.log", "three\n");

@@ -74,7 +74,12 @@ impl Store {
             .with_validation(false);
         let raw: String = base.query("SELECT version()").fetch_one().await?;
         let version = ServerVersion::parse(&raw).ok_or(StoreError::Version(raw))?;
-        if version < (ServerVersion { major: 18, minor: 16 }) {
+        if version
+            < (ServerVersion {
+                major: 18,
+                minor: 16,
+            })
+        {
             return Err(StoreError::TooOld(version));
         }
         base.query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", cfg.database))
@@ -94,14 +99,21 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        self.client.query(&self.sql(MIGRATIONS_TABLE)).execute().await?;
+        self.client
+            .query(&self.sql(MIGRATIONS_TABLE))
+            .execute()
+            .await?;
         let applied: Vec<u32> = self
             .client
             .query("SELECT DISTINCT version FROM schema_migrations")
             .fetch_all()
             .await?;
         for m in schema::pending(&applied, self.version) {
-            info!(version = m.version, name = m.name, "applying schema migration");
+            info!(
+                version = m.version,
+                name = m.name,
+                "applying schema migration"
+            );
             for statement in m.statements {
                 self.client.query(&self.sql(statement)).execute().await?;
             }
@@ -129,7 +141,11 @@ impl Store {
     }
 
     /// The ledger entries of a batch, committed ones first.
-    pub async fn ledger(&self, agent_id: &str, first_seq: u64) -> Result<Vec<LedgerEntry>, StoreError> {
+    pub async fn ledger(
+        &self,
+        agent_id: &str,
+        first_seq: u64,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
         Ok(self
             .client
             .query("SELECT ?fields FROM ingest_batches WHERE agent_id = ? AND first_seq = ? ORDER BY state DESC, deadline_ms DESC")
@@ -181,7 +197,9 @@ impl Store {
             .await?;
         let mut dropped = Vec::new();
         for (table, partition) in parts {
-            let Ok(value) = partition.parse::<u32>() else { continue };
+            let Ok(value) = partition.parse::<u32>() else {
+                continue;
+            };
             let old = match table.as_str() {
                 "logs" => value < day,
                 // A month of ledger is kept past the logs it describes.

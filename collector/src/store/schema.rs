@@ -120,7 +120,10 @@ pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {db}.schema_migra
 ) ENGINE = MergeTree ORDER BY version";
 
 /// The migrations to run now: not yet applied, and supported by the server.
-pub fn pending<'a>(applied: &[u32], server: ServerVersion) -> impl Iterator<Item = &'a Migration> + use<'a, '_> {
+pub fn pending<'a>(
+    applied: &[u32],
+    server: ServerVersion,
+) -> impl Iterator<Item = &'a Migration> + use<'a, '_> {
     MIGRATIONS
         .iter()
         .filter(move |m| !applied.contains(&m.version) && m.requires.is_none_or(|r| server >= r))
@@ -134,9 +137,15 @@ mod tests {
     fn upgrades_follow_the_server_version() {
         let old = ServerVersion::parse("18.16.1").expect("parses");
         let new = ServerVersion::parse("24.8.4.13").expect("parses");
-        assert_eq!(pending(&[], old).map(|m| m.version).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            pending(&[], old).map(|m| m.version).collect::<Vec<_>>(),
+            vec![1]
+        );
         assert_eq!(pending(&[1], old).count(), 0);
-        assert_eq!(pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(),
+            vec![2]
+        );
         assert_eq!(ServerVersion::parse("garbage"), None);
     }
 
