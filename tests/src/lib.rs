@@ -252,7 +252,17 @@ pub struct Collector {
 impl Collector {
     /// A collector on a free port, storing into `database` of `ch`.
     pub fn new(dir: &Path, name: &str, ch: &ClickHouse, database: &str, extra: &str) -> Collector {
-        let port = free_port();
+        Collector::on_port(free_port(), dir, name, ch, database, extra)
+    }
+
+    pub fn on_port(
+        port: u16,
+        dir: &Path,
+        name: &str,
+        ch: &ClickHouse,
+        database: &str,
+        extra: &str,
+    ) -> Collector {
         let cfg = write_config(
             dir,
             &format!("{name}.toml"),
@@ -341,4 +351,82 @@ pub fn seed_line(file: &str, n: u64) -> String {
         if n % 10 == 0 { 500 } else { 200 },
         n % 250
     )
+}
+
+/// A TCP proxy in front of a collector that loses acknowledgements: it
+/// forwards HTTP/2 frames both ways, and the first `drops` times a response
+/// HEADERS frame comes back (the collector has finished the call: the batch
+/// is stored) it cuts the connection instead, so the agent never hears of it.
+pub struct AckDropProxy {
+    pub port: u16,
+    pub dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AckDropProxy {
+    pub fn start(target: u16, drops: usize) -> AckDropProxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
+        let port = listener.local_addr().expect("addr").port();
+        let budget = Arc::new(AtomicUsize::new(drops));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counter = dropped.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (mut c_read, mut s_write) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                });
+                let (budget, counter) = (budget.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (server, client);
+                    let mut header = [0u8; 9];
+                    while std::io::Read::read_exact(&mut from, &mut header).is_ok() {
+                        let len = (usize::from(header[0]) << 16)
+                            | (usize::from(header[1]) << 8)
+                            | usize::from(header[2]);
+                        let stream =
+                            u32::from_be_bytes([header[5], header[6], header[7], header[8]])
+                                & 0x7fff_ffff;
+                        let mut payload = vec![0u8; len];
+                        if std::io::Read::read_exact(&mut from, &mut payload).is_err() {
+                            break;
+                        }
+                        let is_response = header[3] == 0x1 && stream != 0;
+                        if is_response
+                            && budget
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                                    b.checked_sub(1)
+                                })
+                                .is_ok()
+                        {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let _ = from.shutdown(std::net::Shutdown::Both);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        if to
+                            .write_all(&header)
+                            .and_then(|()| to.write_all(&payload))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        AckDropProxy { port, dropped }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }

@@ -120,7 +120,17 @@ impl Tailer {
         let interval = Duration::from_millis(self.cfg.rescan_interval_ms);
         let mut next_rescan = Instant::now() + interval;
         let mut rescan_now = false;
+        let mut paused = false;
         while !stop.load(Ordering::Relaxed) {
+            let full = self.queue.is_full();
+            if full != paused {
+                paused = full;
+                if full {
+                    warn!(queued_bytes = self.queue.bytes(), "queue full; tailing paused until collectors catch up (the files are the buffer)");
+                } else {
+                    info!("queue has room again; tailing resumed");
+                }
+            }
             if rescan_now || Instant::now() >= next_rescan {
                 self.rescan(false)?;
                 next_rescan = Instant::now() + interval;
