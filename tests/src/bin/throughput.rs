@@ -1,0 +1,117 @@
+//! End-to-end throughput: N lines in the seed's JSON format, shipped by a
+//! real agent (durable queue, fsync on) through a real collector into a
+//! private ClickHouse, all on this machine. Prints lines/s, MiB/s, the
+//! agent's and collector's CPU seconds and peak RSS, and two references on
+//! the same file: `cat` reading it, and clickhouse-client inserting it
+//! directly (JSONEachRow, one statement).
+//!
+//! Usage: throughput [LINES] (default 1,000,000). Build with --release.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use logferry_e2e::{seed_line, wait_until, Agent, ClickHouse, Collector, TempDir};
+
+fn main() -> anyhow::Result<()> {
+    let lines: u64 = match std::env::args().nth(1) {
+        Some(a) => a.replace('_', "").parse()?,
+        None => 1_000_000,
+    };
+    let dir = TempDir::new()?;
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs)?;
+    let file = logs.join("app.log");
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&file)?);
+        for n in 0..lines {
+            writeln!(w, "{}", seed_line("app", n))?;
+        }
+        w.flush()?;
+    }
+    let bytes = std::fs::metadata(&file)?.len();
+    let mib = bytes as f64 / (1 << 20) as f64;
+    println!("{lines} lines, {mib:.1} MiB in the seed's JSON format");
+
+    // Reference 1: cat.
+    let started = Instant::now();
+    Command::new("cat")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .status()?;
+    let cat = started.elapsed();
+
+    let ch = ClickHouse::start();
+    // Reference 2: ClickHouse inserting the same rows directly.
+    ch.query("CREATE DATABASE direct");
+    ch.query(
+        "CREATE TABLE direct.logs (timestamp String, level String, logger String, message String, module String, \
+         function String, line UInt32, request_id String, duration_ms Float64, status_code UInt16, client_ip String, \
+         user_agent String, event_type String) ENGINE = MergeTree ORDER BY tuple()",
+    );
+    let started = Instant::now();
+    let status = Command::new("clickhouse-client")
+        .args([
+            "--port",
+            &ch.tcp_port.to_string(),
+            "--query",
+            "INSERT INTO direct.logs FORMAT JSONEachRow",
+        ])
+        .stdin(std::fs::File::open(&file)?)
+        .status()?;
+    anyhow::ensure!(status.success(), "direct insert failed");
+    let direct = started.elapsed();
+
+    // logferry.
+    let mut collector = Collector::new(dir.path(), "collector", &ch, "bench", "");
+    let sources = format!(
+        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nservice = \"bench\"\n",
+        logs.display()
+    );
+    let started = Instant::now();
+    let mut agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+    let mut peak = (0.0, 0.0, 0.0, 0.0);
+    let done = wait_until(Duration::from_secs(1800), || {
+        if let (Some(a), Some(c)) = (agent.proc.usage(), collector.proc.usage()) {
+            peak = (a.0, a.1, c.0, c.1);
+        }
+        ch.count("SELECT count() FROM bench.logs") >= lines
+    });
+    let shipped = started.elapsed();
+    anyhow::ensure!(
+        done,
+        "timed out with {} rows",
+        ch.count("SELECT count() FROM bench.logs")
+    );
+    let stored = ch.count("SELECT count() FROM bench.logs");
+    anyhow::ensure!(stored == lines, "expected {lines} rows, found {stored}");
+    agent.proc.terminate();
+    collector.proc.terminate();
+
+    let secs = shipped.as_secs_f64();
+    println!();
+    println!("| path | seconds | lines/s | MiB/s | CPU s | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| logferry agent -> collector -> ClickHouse | {secs:.2} | {:.0} | {:.1} | agent {:.2}, collector {:.2} | agent {:.0}, collector {:.0} |",
+        lines as f64 / secs,
+        mib / secs,
+        peak.0,
+        peak.2,
+        peak.1,
+        peak.3
+    );
+    println!(
+        "| clickhouse-client JSONEachRow, one statement | {:.2} | {:.0} | {:.1} | | |",
+        direct.as_secs_f64(),
+        lines as f64 / direct.as_secs_f64(),
+        mib / direct.as_secs_f64()
+    );
+    println!(
+        "| cat > /dev/null | {:.3} | {:.0} | {:.0} | | |",
+        cat.as_secs_f64(),
+        lines as f64 / cat.as_secs_f64(),
+        mib / cat.as_secs_f64()
+    );
+    Ok(())
+}
