@@ -270,7 +270,7 @@ pub fn parse_time(s: &str) -> Option<u64> {
     }
     if let Ok(secs) = s.parse::<f64>() {
         // Fractional seconds (`1755169306.503`).
-        return (secs.is_finite() && secs > 0.0 && secs < 1e11).then(|| (secs * 1e9) as u64);
+        return (secs.is_finite() && secs > 0.0 && secs < 1e11).then_some((secs * 1e9) as u64);
     }
     let ns = if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         t.timestamp_nanos_opt()?

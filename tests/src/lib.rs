@@ -380,9 +380,9 @@ pub fn seed_line(file: &str, n: u64) -> String {
         (n / 60) % 60,
         n % 60,
         n % 1_000_000,
-        if n % 10 == 0 { "ERROR" } else { "INFO" },
+        if n.is_multiple_of(10) { "ERROR" } else { "INFO" },
         n % 500,
-        if n % 10 == 0 { 500 } else { 200 },
+        if n.is_multiple_of(10) { 500 } else { 200 },
         n % 250
     )
 }

@@ -155,7 +155,7 @@ impl Forwarder {
                     Err(e) => {
                         failures += 1;
                         // Log the first failure and then every tenth, not every retry.
-                        if failures == 1 || failures % 10 == 0 {
+                        if failures == 1 || failures.is_multiple_of(10) {
                             warn!(first_seq = manifest.first_seq, failures, error = %e, "batch not delivered; retrying");
                         }
                         tokio::time::sleep(jitter(backoff)).await;

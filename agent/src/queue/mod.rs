@@ -71,6 +71,9 @@ struct State {
     oldest_unbatched: Option<Instant>,
 }
 
+/// A raw key and value of a column family.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
     pub records: u64,
@@ -349,8 +352,8 @@ impl Queue {
         Ok(())
     }
 
-    /// All checkpoints, for the tailer to resume from.
-    pub fn checkpoints(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, QueueError> {
+    /// All checkpoints (key, value), for the tailer to resume from.
+    pub fn checkpoints(&self) -> Result<Vec<KeyValue>, QueueError> {
         self.db
             .iterator_cf(cf(&self.db, CF_CHECKPOINTS), rocksdb::IteratorMode::Start)
             .map(|item| {
