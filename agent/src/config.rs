@@ -106,6 +106,11 @@ pub struct TailConfig {
     /// How long a file that no longer matches (rotated away or deleted) is
     /// kept open after its last new byte, for writers that still hold it.
     pub rotated_grace_ms: u64,
+    /// Tailing pauses while the queue holds this much: a file is its own
+    /// durable buffer, so copying far ahead of the forwarder only costs disk
+    /// writes. Pushes, which have no other buffer, may fill the queue up to
+    /// `queue.max_bytes`.
+    pub max_queued_bytes: u64,
 }
 
 impl Default for TailConfig {
@@ -115,6 +120,7 @@ impl Default for TailConfig {
             read_chunk_bytes: 1 << 20,
             fingerprint_bytes: 256,
             rotated_grace_ms: 2_000,
+            max_queued_bytes: 24 << 20,
         }
     }
 }
@@ -322,6 +328,9 @@ impl Config {
         }
         if self.tail.rescan_interval_ms == 0 {
             p.push("tail.rescan_interval_ms: must be positive".into());
+        }
+        if self.tail.max_queued_bytes == 0 {
+            p.push("tail.max_queued_bytes: must be positive".into());
         }
         if self.queue.max_bytes < 1 << 20 {
             p.push("queue.max_bytes: must be at least 1048576".into());

@@ -135,26 +135,19 @@ fn apply_origin(row: &mut LogRow, origin: &Origin) {
 }
 
 fn line_row(row: &mut LogRow, line: &[u8], format: Format, truncated: bool) {
-    let text = String::from_utf8_lossy(line).into_owned();
+    let text = String::from_utf8_lossy(line);
     if format == Format::Json {
-        let mut fill = Fill::new(row);
-        match fill_json(&text, &mut fill) {
-            Ok(()) => {
-                fill.finish();
-            }
-            Err(e) => {
-                drop(fill);
-                row.attr_keys.clear();
-                row.attr_values.clear();
-                row.attr_keys.push("logferry.parse_error".into());
-                row.attr_values.push(e.to_string());
-                detect_severity(row, &text);
-                row.body = text;
-            }
+        if let Err(e) = fill_json(&text, row) {
+            row.attr_keys.clear();
+            row.attr_values.clear();
+            row.attr_keys.push("logferry.parse_error".into());
+            row.attr_values.push(e.to_string());
+            detect_severity(row, &text);
+            row.body = text.into_owned();
         }
     } else {
         detect_severity(row, &text);
-        row.body = text;
+        row.body = text.into_owned();
     }
     if truncated {
         row.attr_keys.push("logferry.truncated".into());
@@ -261,17 +254,21 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
-fn fill_json(line: &str, fill: &mut Fill<'_>) -> Result<(), serde_json::Error> {
+/// Maps the members of a JSON object line onto the row. On an error the
+/// row may hold some attributes; the caller clears them.
+fn fill_json(line: &str, row: &mut LogRow) -> Result<(), serde_json::Error> {
     let members: Members = serde_json::from_str(line)?;
-    for (key, raw) in members.0 {
+    let mut fill = Fill::new(row);
+    for (key, raw) in &members.0 {
         let raw = raw.get();
         let value = match raw.as_bytes()[0] {
             b'"' => serde_json::from_str::<String>(raw)?,
             b'n' => continue,
             _ => raw.to_string(),
         };
-        fill.put(&key, value);
+        fill.put(key, value);
     }
+    fill.finish();
     Ok(())
 }
 

@@ -129,35 +129,35 @@ pub fn field_of(key: &str) -> Option<(Field, u8)> {
 /// ranked alias whose value fits the field's type; everything else becomes
 /// an attribute. Values arrive as text (JSON numbers as written).
 #[derive(Debug)]
-pub struct Fill<'r> {
+pub struct Fill<'r, 'k> {
     row: &'r mut LogRow,
-    mapped: Vec<(Field, u8, String, String)>,
+    mapped: Vec<(Field, u8, &'k str, String)>,
 }
 
-impl<'r> Fill<'r> {
-    pub fn new(row: &'r mut LogRow) -> Fill<'r> {
+impl<'r, 'k> Fill<'r, 'k> {
+    pub fn new(row: &'r mut LogRow) -> Fill<'r, 'k> {
         Fill {
             row,
-            mapped: Vec::new(),
+            mapped: Vec::with_capacity(16),
         }
     }
 
-    pub fn put(&mut self, key: &str, value: String) {
+    pub fn put(&mut self, key: &'k str, value: String) {
         match field_of(key) {
-            Some((field, rank)) => self.mapped.push((field, rank, key.to_string(), value)),
-            None => self.attribute(key.to_string(), value),
+            Some((field, rank)) => self.mapped.push((field, rank, key, value)),
+            None => self.attribute(key, value),
         }
     }
 
-    fn attribute(&mut self, key: String, value: String) {
-        self.row.attr_keys.push(key);
+    fn attribute(&mut self, key: &str, value: String) {
+        self.row.attr_keys.push(key.to_string());
         self.row.attr_values.push(value);
     }
 
     /// Applies the first-class fields. Returns whether a time was found.
     pub fn finish(mut self) -> bool {
         let mut mapped = std::mem::take(&mut self.mapped);
-        mapped.sort_by_key(|(field, rank, _, _)| (*field as u8, *rank));
+        mapped.sort_unstable_by_key(|(field, rank, _, _)| (*field as u8, *rank));
         let mut done = [false; FIELDS];
         for (field, _, key, value) in mapped {
             if done[field as usize] || !self.set(field, value.as_str()) {

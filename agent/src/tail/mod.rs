@@ -23,7 +23,7 @@
 
 pub mod checkpoint;
 mod discover;
-mod framer;
+pub mod framer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -110,6 +110,12 @@ impl Tailer {
         })
     }
 
+    /// Whether reading must wait: the queue is full, or holds as much file
+    /// data ahead of the forwarder as is worth copying (`max_queued_bytes`).
+    fn queue_full(&self) -> bool {
+        self.queue.is_full() || self.queue.bytes() >= self.cfg.max_queued_bytes
+    }
+
     pub fn watch_roots(&self) -> Vec<(PathBuf, bool)> {
         self.matcher.watch_roots()
     }
@@ -122,11 +128,14 @@ impl Tailer {
         let mut rescan_now = false;
         let mut paused = false;
         while !stop.load(Ordering::Relaxed) {
-            let full = self.queue.is_full();
+            let full = self.queue_full();
             if full != paused {
                 paused = full;
                 if full {
-                    warn!(queued_bytes = self.queue.bytes(), "queue full; tailing paused until collectors catch up (the files are the buffer)");
+                    info!(
+                        queued_bytes = self.queue.bytes(),
+                        "tailing paused until collectors catch up (the files are the buffer)"
+                    );
                 } else {
                     info!("queue has room again; tailing resumed");
                 }
@@ -138,7 +147,8 @@ impl Tailer {
             }
             let progressed = self.poll_all()?;
             if !progressed {
-                let wait = if self.queue.is_full() { 200 } else { 100 };
+                // While paused, look again soon: acknowledgements free room quickly.
+                let wait = if self.queue_full() { 10 } else { 100 };
                 match wake.recv_timeout(Duration::from_millis(wait)) {
                     Ok(rescan) => rescan_now |= rescan,
                     Err(RecvTimeoutError::Timeout) => {}
@@ -171,7 +181,7 @@ impl Tailer {
     /// full. `draining`: see `poll_file`.
     fn drain(&mut self, id: FileId, draining: bool) -> Result<(), QueueError> {
         loop {
-            if self.queue.is_full() {
+            if self.queue_full() {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -316,7 +326,7 @@ impl Tailer {
         ids.sort();
         let mut progressed = false;
         for (_, id) in ids {
-            if self.queue.is_full() {
+            if self.queue_full() {
                 break;
             }
             progressed |= self.poll_file(id, false)?;

@@ -7,7 +7,14 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const PATHS: &[&str] = &["/api/v1/users", "/api/v1/users/42", "/api/v1/orders", "/api/v1/orders/7/items", "/docs", "/health"];
+const PATHS: &[&str] = &[
+    "/api/v1/users",
+    "/api/v1/users/42",
+    "/api/v1/orders",
+    "/api/v1/orders/7/items",
+    "/docs",
+    "/health",
+];
 const AGENTS: &[&str] = &[
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
     "curl/8.5.0",
@@ -16,17 +23,30 @@ const AGENTS: &[&str] = &[
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or_else(|| anyhow::anyhow!("usage: sample-writer FILE [LINES_PER_SECOND]"))?;
+    let path = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: sample-writer FILE [LINES_PER_SECOND]"))?;
     let rate: u64 = args.next().map_or(Ok(50), |r| r.parse())?;
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
     let mut n: u64 = 0;
     loop {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
         let secs = now.as_secs();
         let path = PATHS[(n % PATHS.len() as u64) as usize];
         let (level, status, message) = match n % 50 {
-            0 => ("ERROR", 500, format!("Unhandled exception on {path}: database timeout after 5000 ms")),
-            1 => ("WARNING", 401, "Failed login attempt for user admin".to_string()),
+            0 => (
+                "ERROR",
+                500,
+                format!("Unhandled exception on {path}: database timeout after 5000 ms"),
+            ),
+            1 => (
+                "WARNING",
+                401,
+                "Failed login attempt for user admin".to_string(),
+            ),
             2 => ("WARNING", 404, "Not found: /.git/config".to_string()),
             _ => ("INFO", 200, format!("API call: GET {path}")),
         };
@@ -63,5 +83,10 @@ fn rfc3339_seconds(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }

@@ -1,0 +1,83 @@
+//! The agent's hot paths: framing lines, and a chunk's trip through the
+//! queue (commit, cut into a batch, acknowledge).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use logferry_agent::queue::Queue;
+use logferry_agent::tail::framer::{Framer, Lines};
+use logferry_proto::{chunk, Chunk, RawLines};
+
+fn seed_lines(bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes + 512);
+    let mut n = 0u64;
+    while out.len() < bytes {
+        out.extend_from_slice(
+            format!(
+                "{{\"timestamp\": \"2026-11-27T10:00:00.{n:06}+00:00\", \"level\": \"INFO\", \"logger\": \"Fast Users API\", \
+                 \"message\": \"API call: GET /api/v1/users/{n}\", \"module\": \"logging_middleware\", \"function\": \"dispatch\", \
+                 \"line\": 41, \"request_id\": \"req-{n}\", \"duration_ms\": 9.17, \"status_code\": 200, \"client_ip\": \"10.0.0.1\", \
+                 \"user_agent\": \"Mozilla/5.0\", \"event_type\": \"api_performance\"}}\n"
+            )
+            .as_bytes(),
+        );
+        n += 1;
+    }
+    out
+}
+
+fn framing(c: &mut Criterion) {
+    let data = seed_lines(8 << 20);
+    let mut g = c.benchmark_group("framer");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("feed 8 MiB in 1 MiB reads", |b| {
+        b.iter(|| {
+            let mut f = Framer::new(1 << 20, false);
+            let mut total = 0;
+            for read in data.chunks(1 << 20) {
+                let mut out = Lines::default();
+                f.feed(read, &mut out);
+                total += out.count;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn queue_round_trip(c: &mut Criterion) {
+    let data = seed_lines(1 << 20);
+    let count = data.iter().filter(|b| **b == b'\n').count() as u32;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = c.benchmark_group("queue");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    for sync in [false, true] {
+        let q =
+            Queue::open(&dir.path().join(format!("sync-{sync}")), 1 << 34, sync).expect("queue");
+        let name = if sync {
+            "commit+cut+ack 1 MiB, fsync"
+        } else {
+            "commit+cut+ack 1 MiB, no fsync"
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let chunk = Chunk {
+                    body: Some(chunk::Body::Lines(RawLines {
+                        data: data.clone().into(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                };
+                q.commit(count, chunk, Some((b"ckpt", b"pos")))
+                    .expect("commit");
+                let batch = q
+                    .cut_batch(u64::MAX, u64::MAX)
+                    .expect("cut")
+                    .expect("batch");
+                q.ack(&batch.manifest).expect("ack");
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, framing, queue_round_trip);
+criterion_main!(benches);
