@@ -255,14 +255,21 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
-        let mut config = Config::parse(&text).map_err(fail)?;
+        let (mut config, mut problems) = Config::parse(&text).map_err(fail)?;
         config.apply_env(|k| std::env::var(k).ok());
-        config.validate().map_err(fail)?;
-        Ok(config)
+        if let Err(invalid) = config.validate() {
+            problems.extend(invalid);
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(problems))
+        }
     }
 
-    /// Parses TOML, collecting every unknown key instead of stopping at one.
-    pub fn parse(text: &str) -> Result<Config, Vec<String>> {
+    /// Parses TOML into the config and the unknown keys found, all of them
+    /// rather than the first. Fails only on syntax and type errors.
+    pub fn parse(text: &str) -> Result<(Config, Vec<String>), Vec<String>> {
         let mut unknown = Vec::new();
         let de = toml::Deserializer::parse(text).map_err(|e| vec![e.to_string()])?;
         let config: Config = serde_ignored::deserialize(de, |path| {
@@ -270,11 +277,7 @@ impl Config {
         })
         .map_err(|e| vec![e.to_string()])?;
         unknown.sort();
-        if unknown.is_empty() {
-            Ok(config)
-        } else {
-            Err(unknown)
-        }
+        Ok((config, unknown))
     }
 
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
@@ -391,7 +394,8 @@ mod tests {
     #[test]
     fn example_config_is_valid() {
         let text = include_str!("../../deploy/agent.toml");
-        let config = Config::parse(text).expect("parses");
+        let (config, unknown) = Config::parse(text).expect("parses");
+        assert!(unknown.is_empty(), "{unknown:?}");
         config.validate().expect("valid");
         assert_eq!(config.sources[0].format, Format::Json);
     }
@@ -407,18 +411,12 @@ mod tests {
             include = ["relative/*.log"]
             colour = "red"
         "#;
-        let unknown = Config::parse(text).expect_err("unknown keys");
+        let (config, unknown) = Config::parse(text).expect("parses");
         assert_eq!(
             unknown,
             vec!["bogus: unknown key", "sources.0.colour: unknown key"]
         );
-        let text = text
-            .replace("bogus = 1", "")
-            .replace("colour = \"red\"", "");
-        let problems = Config::parse(&text)
-            .expect("parses")
-            .validate()
-            .expect_err("invalid");
+        let problems = config.validate().expect_err("invalid");
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems.iter().any(|p| p.starts_with("sources[0].name")));
         assert!(problems

@@ -20,7 +20,7 @@ use crate::config::{Config, SyncPolicy};
 use crate::forward::{Client, Forwarder};
 use crate::push::PushReceiver;
 use crate::queue::Queue;
-use crate::tail::{Tailer, Wake};
+use crate::tail::{Matcher, Tailer, Wake};
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -52,7 +52,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let tailer = if config.sources.is_empty() {
         None
     } else {
-        let tailer = Tailer::new(config.tail.clone(), config.sources.clone(), queue.clone())?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Wake>(64);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -67,7 +66,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 let _ = tx.try_send(rescan);
             })
             .context("cannot start the filesystem watcher")?;
-        for (root, recursive) in tailer.watch_roots() {
+        for (root, recursive) in Matcher::new(&config.sources).watch_roots() {
             let mode = if recursive {
                 RecursiveMode::Recursive
             } else {
@@ -78,11 +77,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
         let stop = stop_tailing.clone();
+        let (cfg, sources, queue) = (config.tail.clone(), config.sources.clone(), queue.clone());
+        // The tailer reads its checkpoints and then the files on its own
+        // thread, never on the async runtime.
         let handle = std::thread::Builder::new()
             .name("tailer".into())
             .spawn(move || {
                 let _watcher = watcher;
-                tailer.run(rx, stop)
+                Tailer::new(cfg, sources, queue)?.run(rx, stop)
             })
             .context("cannot start the tailer thread")?;
         Some(handle)

@@ -143,14 +143,21 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
-        let mut config = Config::parse(&text).map_err(fail)?;
+        let (mut config, mut problems) = Config::parse(&text).map_err(fail)?;
         config.apply_env(|k| std::env::var(k).ok());
-        config.validate().map_err(fail)?;
-        Ok(config)
+        if let Err(invalid) = config.validate() {
+            problems.extend(invalid);
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(problems))
+        }
     }
 
-    /// Parses TOML, collecting every unknown key instead of stopping at one.
-    pub fn parse(text: &str) -> Result<Config, Vec<String>> {
+    /// Parses TOML into the config and the unknown keys found, all of them
+    /// rather than the first. Fails only on syntax and type errors.
+    pub fn parse(text: &str) -> Result<(Config, Vec<String>), Vec<String>> {
         let mut unknown = Vec::new();
         let de = toml::Deserializer::parse(text).map_err(|e| vec![e.to_string()])?;
         let config: Config = serde_ignored::deserialize(de, |path| {
@@ -158,11 +165,7 @@ impl Config {
         })
         .map_err(|e| vec![e.to_string()])?;
         unknown.sort();
-        if unknown.is_empty() {
-            Ok(config)
-        } else {
-            Err(unknown)
-        }
+        Ok((config, unknown))
     }
 
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
@@ -229,19 +232,21 @@ mod tests {
 
     #[test]
     fn example_config_is_valid() {
-        let config = Config::parse(include_str!("../../deploy/collector.toml")).expect("parses");
+        let (config, unknown) =
+            Config::parse(include_str!("../../deploy/collector.toml")).expect("parses");
+        assert!(unknown.is_empty(), "{unknown:?}");
         config.validate().expect("valid");
     }
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let unknown =
-            Config::parse("[ingest]\nport = 1\n[clickhouse]\nhost = \"x\"\n").expect_err("unknown");
+        let (_, unknown) =
+            Config::parse("[ingest]\nport = 1\n[clickhouse]\nhost = \"x\"\n").expect("parses");
         assert_eq!(
             unknown,
             vec!["clickhouse.host: unknown key", "ingest.port: unknown key"]
         );
-        let config = Config::parse(
+        let (config, _) = Config::parse(
             "[ingest]\nlisten = \"nowhere\"\n[clickhouse]\nurl = \"tcp://x\"\ndatabase = \"a-b\"\n",
         )
         .expect("parses");

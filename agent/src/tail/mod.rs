@@ -116,10 +116,6 @@ impl Tailer {
         self.queue.is_full() || self.queue.bytes() >= self.cfg.max_queued_bytes
     }
 
-    pub fn watch_roots(&self) -> Vec<(PathBuf, bool)> {
-        self.matcher.watch_roots()
-    }
-
     /// Runs until `stop` is set. Returns only on a queue failure.
     pub fn run(mut self, wake: Receiver<Wake>, stop: Arc<AtomicBool>) -> Result<(), QueueError> {
         self.start()?;

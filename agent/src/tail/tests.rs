@@ -304,3 +304,12 @@ fn copytruncate_recovers_unread_lines_from_the_copy() {
     h.settle();
     assert_eq!(h.delivered, vec!["one", "two", "three"]);
 }
+
+#[test]
+fn files_that_begin_with_the_same_bytes_are_both_followed() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.append("a.log", "same\n");
+    h.append("b.log", "same\n");
+    h.settle();
+    assert_eq!(h.delivered, vec!["same", "same"]);
+}

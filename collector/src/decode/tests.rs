@@ -1,5 +1,6 @@
 use super::*;
 use logferry_proto::{PushedRecords, RawLines};
+use proptest::prelude::*;
 
 fn lines_batch(format: Format, data: &[u8], truncated: Vec<u32>) -> ExportRequest {
     let chunk = Chunk {
@@ -205,4 +206,29 @@ fn decoding_is_deterministic() {
         decode_batch(&req, "").expect("a").rows,
         decode_batch(&req, "").expect("b").rows
     );
+}
+
+proptest! {
+    /// Whatever the bytes, every line becomes exactly one row, in order,
+    /// with consecutive sequence numbers, and nothing panics.
+    #[test]
+    fn any_bytes_yield_one_row_per_line(
+        lines in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..80), 1..30),
+        json in any::<bool>(),
+    ) {
+        let mut data = Vec::new();
+        for l in &lines {
+            data.extend_from_slice(l);
+            data.push(b'\n');
+        }
+        let format = if json { Format::Json } else { Format::Text };
+        let mut req = lines_batch(format, &data, vec![]);
+        req.last_seq = 100 + lines.len() as u64 - 1;
+        let d = decode_batch(&req, "").expect("decodes");
+        prop_assert_eq!(d.rows.len(), lines.len());
+        for (i, row) in d.rows.iter().enumerate() {
+            prop_assert_eq!(row.seq, 100 + i as u64);
+        }
+    }
 }
