@@ -1,11 +1,13 @@
 //! The agent's configuration: TOML into serde structs, defaults in code,
 //! environment overrides for endpoints, and validation that reports every
-//! problem at once (unknown keys included) before anything is opened.
+//! problem at once before anything is opened (loading and unknown keys:
+//! `logferry_daemon`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use logferry_daemon::{LogConfig, Settings};
 use serde::Deserialize;
 
 /// Environment variable that replaces `forward.endpoints` (comma-separated).
@@ -214,73 +216,8 @@ impl Default for ForwardConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Human,
-    Json,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A tracing filter (`info`, `logferry_agent=debug`); `RUST_LOG` wins.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Human,
-            level: "info".into(),
-        }
-    }
-}
-
-/// Every problem found in a config file, each naming its key.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration in {path}:\n  - {}", .problems.join("\n  - "))]
-pub struct ConfigError {
-    pub path: String,
-    pub problems: Vec<String>,
-}
-
-impl Config {
-    /// Reads, overrides from the environment, and validates `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let fail = |problems| ConfigError {
-            path: path.display().to_string(),
-            problems,
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
-        let (mut config, mut problems) = Config::parse(&text).map_err(fail)?;
-        config.apply_env(|k| std::env::var(k).ok());
-        if let Err(invalid) = config.validate() {
-            problems.extend(invalid);
-        }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(fail(problems))
-        }
-    }
-
-    /// Parses TOML into the config and the unknown keys found, all of them
-    /// rather than the first. Fails only on syntax and type errors.
-    pub fn parse(text: &str) -> Result<(Config, Vec<String>), Vec<String>> {
-        let mut unknown = Vec::new();
-        let de = toml::Deserializer::parse(text).map_err(|e| vec![e.to_string()])?;
-        let config: Config = serde_ignored::deserialize(de, |path| {
-            unknown.push(format!("{path}: unknown key"));
-        })
-        .map_err(|e| vec![e.to_string()])?;
-        unknown.sort();
-        Ok((config, unknown))
-    }
-
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+impl Settings for Config {
+    fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>) {
         if let Some(v) = get(ENV_ENDPOINTS) {
             self.forward.endpoints = v
                 .split(',')
@@ -291,7 +228,7 @@ impl Config {
         }
     }
 
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    fn validate(&self) -> Result<(), Vec<String>> {
         let mut p = Vec::new();
         if self.data_dir.as_os_str().is_empty() {
             p.push("data_dir: must not be empty".into());
@@ -373,17 +310,16 @@ impl Config {
         if f.request_timeout_ms < 1000 {
             p.push("forward.request_timeout_ms: must be at least 1000".into());
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.push(format!(
-                "log.level: `{}` is not a filter: {e}",
-                self.log.level
-            ));
-        }
+        p.extend(self.log.validate());
         if p.is_empty() {
             Ok(())
         } else {
             Err(p)
         }
+    }
+
+    fn log(&mut self) -> &mut LogConfig {
+        &mut self.log
     }
 }
 
@@ -394,7 +330,7 @@ mod tests {
     #[test]
     fn example_config_is_valid() {
         let text = include_str!("../../deploy/agent.toml");
-        let (config, unknown) = Config::parse(text).expect("parses");
+        let (config, unknown) = logferry_daemon::parse::<Config>(text).expect("parses");
         assert!(unknown.is_empty(), "{unknown:?}");
         config.validate().expect("valid");
         assert_eq!(config.sources[0].format, Format::Json);
@@ -411,7 +347,7 @@ mod tests {
             include = ["relative/*.log"]
             colour = "red"
         "#;
-        let (config, unknown) = Config::parse(text).expect("parses");
+        let (config, unknown) = logferry_daemon::parse::<Config>(text).expect("parses");
         assert_eq!(
             unknown,
             vec!["bogus: unknown key", "sources.0.colour: unknown key"]
@@ -431,7 +367,7 @@ mod tests {
     #[test]
     fn environment_overrides_endpoints() {
         let mut config = Config::default();
-        config.apply_env(|k| (k == ENV_ENDPOINTS).then(|| "http://a:1, http://b:2".into()));
+        config.apply_env(&|k| (k == ENV_ENDPOINTS).then(|| "http://a:1, http://b:2".into()));
         assert_eq!(config.forward.endpoints, vec!["http://a:1", "http://b:2"]);
     }
 }

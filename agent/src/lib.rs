@@ -16,4 +16,3 @@ pub mod push;
 pub mod queue;
 pub mod server;
 pub mod tail;
-pub mod telemetry;

@@ -1,10 +1,11 @@
 //! The collector's configuration: TOML into serde structs, defaults in code,
 //! environment overrides for endpoints and secrets, and validation that
-//! reports every problem at once before anything is opened.
+//! reports every problem at once before anything is opened (loading and
+//! unknown keys: `logferry_daemon`).
 
 use std::net::SocketAddr;
-use std::path::Path;
 
+use logferry_daemon::{LogConfig, Settings};
 use serde::Deserialize;
 
 pub const ENV_CLICKHOUSE_URL: &str = "LOGFERRY_CLICKHOUSE_URL";
@@ -105,70 +106,8 @@ impl Default for RetentionConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Human,
-    Json,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Human,
-            level: "info".into(),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration in {path}:\n  - {}", .problems.join("\n  - "))]
-pub struct ConfigError {
-    pub path: String,
-    pub problems: Vec<String>,
-}
-
-impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let fail = |problems| ConfigError {
-            path: path.display().to_string(),
-            problems,
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
-        let (mut config, mut problems) = Config::parse(&text).map_err(fail)?;
-        config.apply_env(|k| std::env::var(k).ok());
-        if let Err(invalid) = config.validate() {
-            problems.extend(invalid);
-        }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(fail(problems))
-        }
-    }
-
-    /// Parses TOML into the config and the unknown keys found, all of them
-    /// rather than the first. Fails only on syntax and type errors.
-    pub fn parse(text: &str) -> Result<(Config, Vec<String>), Vec<String>> {
-        let mut unknown = Vec::new();
-        let de = toml::Deserializer::parse(text).map_err(|e| vec![e.to_string()])?;
-        let config: Config = serde_ignored::deserialize(de, |path| {
-            unknown.push(format!("{path}: unknown key"));
-        })
-        .map_err(|e| vec![e.to_string()])?;
-        unknown.sort();
-        Ok((config, unknown))
-    }
-
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+impl Settings for Config {
+    fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>) {
         if let Some(v) = get(ENV_CLICKHOUSE_URL) {
             self.clickhouse.url = v;
         }
@@ -183,7 +122,7 @@ impl Config {
         }
     }
 
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    fn validate(&self) -> Result<(), Vec<String>> {
         let mut p = Vec::new();
         if self.ingest.listen.parse::<SocketAddr>().is_err() {
             p.push(format!(
@@ -212,17 +151,16 @@ impl Config {
         if self.retention.check_interval_s == 0 {
             p.push("retention.check_interval_s: must be positive".into());
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.push(format!(
-                "log.level: `{}` is not a filter: {e}",
-                self.log.level
-            ));
-        }
+        p.extend(self.log.validate());
         if p.is_empty() {
             Ok(())
         } else {
             Err(p)
         }
+    }
+
+    fn log(&mut self) -> &mut LogConfig {
+        &mut self.log
     }
 }
 
@@ -233,7 +171,8 @@ mod tests {
     #[test]
     fn example_config_is_valid() {
         let (config, unknown) =
-            Config::parse(include_str!("../../deploy/collector.toml")).expect("parses");
+            logferry_daemon::parse::<Config>(include_str!("../../deploy/collector.toml"))
+                .expect("parses");
         assert!(unknown.is_empty(), "{unknown:?}");
         config.validate().expect("valid");
     }
@@ -241,12 +180,13 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let (_, unknown) =
-            Config::parse("[ingest]\nport = 1\n[clickhouse]\nhost = \"x\"\n").expect("parses");
+            logferry_daemon::parse::<Config>("[ingest]\nport = 1\n[clickhouse]\nhost = \"x\"\n")
+                .expect("parses");
         assert_eq!(
             unknown,
             vec!["clickhouse.host: unknown key", "ingest.port: unknown key"]
         );
-        let (config, _) = Config::parse(
+        let (config, _) = logferry_daemon::parse::<Config>(
             "[ingest]\nlisten = \"nowhere\"\n[clickhouse]\nurl = \"tcp://x\"\ndatabase = \"a-b\"\n",
         )
         .expect("parses");
@@ -256,7 +196,7 @@ mod tests {
     #[test]
     fn secrets_come_from_the_environment_and_stay_out_of_debug_output() {
         let mut config = Config::default();
-        config.apply_env(|k| (k == ENV_CLICKHOUSE_PASSWORD).then(|| "hunter2".into()));
+        config.apply_env(&|k| (k == ENV_CLICKHOUSE_PASSWORD).then(|| "hunter2".into()));
         assert_eq!(config.clickhouse.password, "hunter2");
         assert!(!format!("{config:?}").contains("hunter2"));
     }

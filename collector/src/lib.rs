@@ -15,4 +15,3 @@ pub mod ingest;
 pub mod record;
 pub mod server;
 pub mod store;
-pub mod telemetry;

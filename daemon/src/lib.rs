@@ -1,0 +1,294 @@
+//! What logferry's two programs share as long-running daemons: reading and
+//! checking their config file, their own logs, and the life cycle from
+//! start to a signal to an exit code. Nothing here knows about logs being
+//! shipped; that is `logferry-agent` and `logferry-collector`.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// A program's configuration: TOML with defaults in code, environment
+/// overrides, and validation that names every problem.
+pub trait Settings: DeserializeOwned {
+    /// Applies environment overrides (endpoints and secrets).
+    fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>);
+    /// Every problem, each prefixed with its key.
+    fn validate(&self) -> Result<(), Vec<String>>;
+    /// The program's own logging settings.
+    fn log(&mut self) -> &mut LogConfig;
+}
+
+/// Every problem found in a config file, each naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration in {path}:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub path: String,
+    pub problems: Vec<String>,
+}
+
+/// Parses TOML into the settings and the unknown keys found, all of them
+/// rather than the first. Fails only on syntax and type errors.
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<(T, Vec<String>), Vec<String>> {
+    let mut unknown = Vec::new();
+    let de = toml::Deserializer::parse(text).map_err(|e| vec![e.to_string()])?;
+    let settings: T = serde_ignored::deserialize(de, |path| {
+        unknown.push(format!("{path}: unknown key"));
+    })
+    .map_err(|e| vec![e.to_string()])?;
+    unknown.sort();
+    Ok((settings, unknown))
+}
+
+/// Reads `path`, applies the environment, and validates: unknown keys and
+/// invalid values are reported together.
+pub fn load<T: Settings>(path: &Path) -> Result<T, ConfigError> {
+    let fail = |problems| ConfigError {
+        path: path.display().to_string(),
+        problems,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+    let (mut settings, mut problems) = parse::<T>(&text).map_err(fail)?;
+    settings.apply_env(&|k| std::env::var(k).ok());
+    if let Err(invalid) = settings.validate() {
+        problems.extend(invalid);
+    }
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(fail(problems))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// "human" or "json"; the --log-format flag overrides it.
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `logferry_agent=debug`); `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn validate(&self) -> Option<String> {
+        EnvFilter::try_new(&self.level)
+            .err()
+            .map(|e| format!("log.level: `{}` is not a filter: {e}", self.level))
+    }
+}
+
+/// Installs the global subscriber: logs go to stderr, coloured only on a
+/// terminal. `RUST_LOG`, when set, wins over the configured level.
+fn init_logs(log: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+/// What a program says about itself on its command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Program {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub about: &'static str,
+    pub default_config: &'static str,
+}
+
+/// The command line both programs share: `--config`, `--check-config`,
+/// `--log-format`, `--help`, `--version`.
+fn command(program: Program) -> clap::Command {
+    use clap::{Arg, ArgAction};
+    clap::Command::new(program.name)
+        .version(program.version)
+        .about(program.about)
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .short('c')
+                .value_name("PATH")
+                .default_value(program.default_config)
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("Path of the TOML configuration"),
+        )
+        .arg(
+            Arg::new("check-config")
+                .long("check-config")
+                .action(ArgAction::SetTrue)
+                .help("Validate the configuration, report every problem, and exit (non-zero when invalid)"),
+        )
+        .arg(
+            Arg::new("log-format")
+                .long("log-format")
+                .value_parser(["human", "json"])
+                .help("Overrides log.format"),
+        )
+}
+
+/// Parses the command line, loads the configuration (exit code 2 when it is
+/// invalid; `--check-config` stops there), sets up logging, and runs `run`
+/// until SIGTERM or SIGINT cancels its token. Errors are printed once, with
+/// their whole chain.
+pub fn main<S, F, Fut>(program: Program, run: F) -> ExitCode
+where
+    S: Settings,
+    F: FnOnce(S, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let args = command(program).get_matches();
+    let config: &std::path::PathBuf = args.get_one("config").expect("has a default");
+    let name = program.name;
+    let mut settings: S = match load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.get_flag("check-config") {
+        println!("{}: configuration is valid", config.display());
+        return ExitCode::SUCCESS;
+    }
+    match args.get_one::<String>("log-format").map(String::as_str) {
+        Some("json") => settings.log().format = LogFormat::Json,
+        Some(_) => settings.log().format = LogFormat::Human,
+        None => {}
+    }
+    init_logs(settings.log());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        run(settings, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    struct Demo {
+        port: u16,
+        url: String,
+        log: LogConfig,
+    }
+
+    impl Settings for Demo {
+        fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>) {
+            if let Some(url) = get("DEMO_URL") {
+                self.url = url;
+            }
+        }
+        fn validate(&self) -> Result<(), Vec<String>> {
+            let mut p: Vec<String> = self.log.validate().into_iter().collect();
+            if self.port == 0 {
+                p.push("port: must be positive".into());
+            }
+            if p.is_empty() {
+                Ok(())
+            } else {
+                Err(p)
+            }
+        }
+        fn log(&mut self) -> &mut LogConfig {
+            &mut self.log
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_invalid_values_are_reported_together() {
+        let dir = std::env::temp_dir().join(format!("logferry-daemon-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("demo.toml");
+        std::fs::write(&path, "zeta = 1\nalpha = 2\n[log]\nlevel = \"=bad=\"\n").expect("write");
+        let err = load::<Demo>(&path).expect_err("invalid");
+        assert_eq!(
+            err.problems[..2],
+            ["alpha: unknown key", "zeta: unknown key"]
+        );
+        assert!(err.problems[2].starts_with("log.level"));
+        assert_eq!(err.problems[3], "port: must be positive");
+        std::fs::write(&path, "port = \"eighty\"\n").expect("write");
+        let err = load::<Demo>(&path).expect_err("type error");
+        assert!(err.to_string().contains("port"), "{err}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn command_line_is_consistent() {
+        command(Program {
+            name: "demo",
+            version: "1",
+            about: "a demo",
+            default_config: "/etc/demo.toml",
+        })
+        .debug_assert();
+    }
+
+    #[test]
+    fn environment_applies_before_validation() {
+        let (mut demo, unknown) = parse::<Demo>("port = 1\n").expect("parses");
+        assert!(unknown.is_empty());
+        demo.apply_env(&|k| (k == "DEMO_URL").then(|| "http://x".into()));
+        assert_eq!(demo.url, "http://x");
+        assert!(demo.validate().is_ok());
+    }
+}
