@@ -227,6 +227,11 @@ impl ClickHouse {
         self.proc.terminate();
     }
 
+    /// The server's CPU seconds so far and peak RSS in MiB.
+    pub fn usage(&self) -> Option<(f64, f64)> {
+        self.proc.usage()
+    }
+
     pub fn try_query(&self, sql: &str) -> Result<String, String> {
         let out = Command::new("clickhouse-client")
             .args(["--port", &self.tcp_port.to_string(), "--query", sql])

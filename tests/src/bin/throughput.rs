@@ -68,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nservice = \"bench\"\n",
         logs.display()
     );
+    let ch_cpu_before = ch.usage().map_or(0.0, |u| u.0);
     let started = Instant::now();
     let mut agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
     let mut peak = (0.0, 0.0, 0.0, 0.0);
@@ -83,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         "timed out with {} rows",
         ch.count("SELECT count() FROM bench.logs")
     );
+    let ch_cpu = ch.usage().map_or(0.0, |u| u.0) - ch_cpu_before;
     let stored = ch.count("SELECT count() FROM bench.logs");
     anyhow::ensure!(stored == lines, "expected {lines} rows, found {stored}");
     agent.proc.terminate();
@@ -93,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     println!("| path | seconds | lines/s | MiB/s | CPU s | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!(
-        "| logferry agent -> collector -> ClickHouse | {secs:.2} | {:.0} | {:.1} | agent {:.2}, collector {:.2} | agent {:.0}, collector {:.0} |",
+        "| logferry agent -> collector -> ClickHouse | {secs:.2} | {:.0} | {:.1} | agent {:.2}, collector {:.2}, ClickHouse {ch_cpu:.2} | agent {:.0}, collector {:.0} |",
         lines as f64 / secs,
         mib / secs,
         peak.0,
