@@ -179,7 +179,7 @@ impl Ingest {
         }
         if !rows.is_empty() {
             store
-                .insert_logs(&rows, remaining)
+                .insert_logs(&mut rows, remaining)
                 .await
                 .map_err(unavailable)?;
         }

@@ -226,6 +226,12 @@ fn bad_input_is_kept_marked_and_never_crashes_the_agent() {
         "{\"message\": \"unclosed\"\n[1, 2\n{\"level\": \"ERROR\", \"message\": \"fine\"}\n",
     );
     std::fs::write(logs.join("empty.log"), "").expect("empty");
+    // A backfill spanning 120 days: more day partitions than one INSERT may
+    // touch on modern servers.
+    let backfill: String = (0..120)
+        .map(|d| format!("{{\"timestamp\": {}, \"message\": \"backfill {d}\"}}\n", 1_700_000_000 + d * 86_400))
+        .collect();
+    append(&logs.join("backfill.log"), &backfill);
     // A file deleted while its writer still writes to it.
     let mut doomed = std::fs::OpenOptions::new()
         .create(true)
@@ -245,7 +251,7 @@ fn bad_input_is_kept_marked_and_never_crashes_the_agent() {
         .expect("write after delete");
     drop(doomed);
 
-    let want = 50 + 3 + 3 + 2000;
+    let want = 50 + 3 + 3 + 120 + 2000;
     let arrived = wait_until(Duration::from_secs(60), || {
         ch.count("SELECT count() FROM bad.logs") >= want
     });

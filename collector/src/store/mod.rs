@@ -29,6 +29,34 @@ pub enum StoreError {
     TooOld(ServerVersion),
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(day: u32) -> LogRow {
+        LogRow {
+            timestamp: day * 86_400 + 5,
+            ..LogRow::default()
+        }
+    }
+
+    #[test]
+    fn inserts_span_at_most_fifty_days() {
+        let mut rows: Vec<LogRow> = [3, 1, 2, 1].into_iter().map(row).collect();
+        assert_eq!(day_groups(&mut rows).len(), 1, "the usual case: one insert, order kept");
+        assert_eq!(rows[0].timestamp / 86_400, 3);
+
+        let mut rows: Vec<LogRow> = (0..120).rev().flat_map(|d| [row(d), row(d)]).collect();
+        let groups = day_groups(&mut rows);
+        assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), vec![100, 100, 40]);
+        for g in &groups {
+            let mut days: Vec<u32> = g.iter().map(|r| r.timestamp / 86_400).collect();
+            days.dedup();
+            assert!(days.len() <= MAX_DAYS_PER_INSERT);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     client: Client,
@@ -43,6 +71,31 @@ impl std::fmt::Debug for Store {
             .field("version", &self.version)
             .finish_non_exhaustive()
     }
+}
+
+pub const MAX_DAYS_PER_INSERT: usize = 50;
+
+/// Splits rows into groups that each span at most `MAX_DAYS_PER_INSERT`
+/// days. Rows keep their order when they fit in one group (the usual case);
+/// otherwise they are sorted by day first.
+fn day_groups(rows: &mut [LogRow]) -> Vec<&[LogRow]> {
+    let day = |r: &LogRow| r.timestamp / 86_400;
+    let mut days: Vec<u32> = rows.iter().map(day).collect();
+    days.sort_unstable();
+    days.dedup();
+    if days.len() <= MAX_DAYS_PER_INSERT {
+        return vec![&*rows];
+    }
+    rows.sort_by_key(day);
+    let mut groups = Vec::new();
+    let mut rest: &[LogRow] = rows;
+    for bound in days.chunks(MAX_DAYS_PER_INSERT).map(|c| c[c.len() - 1]) {
+        let split = rest.partition_point(|r| day(r) <= bound);
+        let (group, tail) = rest.split_at(split);
+        groups.push(group);
+        rest = tail;
+    }
+    groups
 }
 
 /// A batch's entry in the ingest ledger (`ingest_batches`).
@@ -127,16 +180,23 @@ impl Store {
         Ok(())
     }
 
-    pub async fn insert_logs(&self, rows: &[LogRow], timeout: Duration) -> Result<(), StoreError> {
-        let mut insert = self
-            .client
-            .insert::<LogRow>("logs")
-            .await?
-            .with_timeouts(Some(timeout), Some(timeout));
-        for row in rows {
-            insert.write(row).await?;
+    /// Inserts rows, in one statement per group of at most
+    /// `MAX_DAYS_PER_INSERT` day partitions: modern servers refuse an INSERT
+    /// that touches more than 100 partitions, and a backfill or garbage
+    /// timestamps can span that many. If only some statements land, the
+    /// ledger's recovery inserts the rest (see `ingest`).
+    pub async fn insert_logs(&self, rows: &mut [LogRow], timeout: Duration) -> Result<(), StoreError> {
+        for group in day_groups(rows) {
+            let mut insert = self
+                .client
+                .insert::<LogRow>("logs")
+                .await?
+                .with_timeouts(Some(timeout), Some(timeout));
+            for row in group {
+                insert.write(row).await?;
+            }
+            insert.end().await?;
         }
-        insert.end().await?;
         Ok(())
     }
 
