@@ -229,7 +229,12 @@ fn bad_input_is_kept_marked_and_never_crashes_the_agent() {
     // A backfill spanning 120 days: more day partitions than one INSERT may
     // touch on modern servers.
     let backfill: String = (0..120)
-        .map(|d| format!("{{\"timestamp\": {}, \"message\": \"backfill {d}\"}}\n", 1_700_000_000 + d * 86_400))
+        .map(|d| {
+            format!(
+                "{{\"timestamp\": {}, \"message\": \"backfill {d}\"}}\n",
+                1_700_000_000 + d * 86_400
+            )
+        })
         .collect();
     append(&logs.join("backfill.log"), &backfill);
     // A file deleted while its writer still writes to it.

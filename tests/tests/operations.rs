@@ -79,3 +79,47 @@ fn retention_drops_day_partitions_older_than_configured() {
         "newer partitions stay"
     );
 }
+
+#[test]
+fn a_new_file_is_picked_up_within_a_second() {
+    let dir = TempDir::new().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs");
+    let ch = ClickHouse::start();
+    let collector = Collector::new(dir.path(), "collector", &ch, "pickup", "");
+    let sources = format!(
+        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\n",
+        logs.display()
+    );
+    let agent = logferry_e2e::Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+    // The pipeline is up once a first file's line is stored.
+    std::fs::write(logs.join("first.log"), "{\"message\": \"first\"}\n").expect("write");
+    assert!(
+        wait_until(Duration::from_secs(30), || ch
+            .count("SELECT count() FROM pickup.logs")
+            == 1),
+        "{}",
+        agent.proc.log_text()
+    );
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        std::fs::write(
+            logs.join(format!("new-{i}.log")),
+            format!("{{\"message\": \"new {i}\"}}\n"),
+        )
+        .expect("write");
+        let seen = wait_until(Duration::from_secs(10), || {
+            ch.count(&format!(
+                "SELECT count() FROM pickup.logs WHERE body = 'new {i}'"
+            )) == 1
+        });
+        let took = started.elapsed();
+        assert!(seen, "{}", agent.proc.log_text());
+        // Pickup (filesystem event, or the one-second rescan) plus batching
+        // (100 ms here) and the insert.
+        assert!(
+            took < Duration::from_millis(2500),
+            "new file {i} took {took:?}"
+        );
+    }
+}

@@ -43,12 +43,19 @@ mod tests {
     #[test]
     fn inserts_span_at_most_fifty_days() {
         let mut rows: Vec<LogRow> = [3, 1, 2, 1].into_iter().map(row).collect();
-        assert_eq!(day_groups(&mut rows).len(), 1, "the usual case: one insert, order kept");
+        assert_eq!(
+            day_groups(&mut rows).len(),
+            1,
+            "the usual case: one insert, order kept"
+        );
         assert_eq!(rows[0].timestamp / 86_400, 3);
 
         let mut rows: Vec<LogRow> = (0..120).rev().flat_map(|d| [row(d), row(d)]).collect();
         let groups = day_groups(&mut rows);
-        assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), vec![100, 100, 40]);
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            vec![100, 100, 40]
+        );
         for g in &groups {
             let mut days: Vec<u32> = g.iter().map(|r| r.timestamp / 86_400).collect();
             days.dedup();
@@ -185,7 +192,11 @@ impl Store {
     /// that touches more than 100 partitions, and a backfill or garbage
     /// timestamps can span that many. If only some statements land, the
     /// ledger's recovery inserts the rest (see `ingest`).
-    pub async fn insert_logs(&self, rows: &mut [LogRow], timeout: Duration) -> Result<(), StoreError> {
+    pub async fn insert_logs(
+        &self,
+        rows: &mut [LogRow],
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
         for group in day_groups(rows) {
             let mut insert = self
                 .client

@@ -1,10 +1,13 @@
 //! Appends log lines in the format of our users' applications (the seed's
 //! JSON request logs, with errors, slow requests and the odd attack) to a
-//! file, at a steady rate, until stopped. Used by `scripts/run-local.sh`.
+//! file, at a steady rate, until stopped. Like Python's WatchedFileHandler,
+//! it reopens the file when it is renamed or deleted, so rotating it by
+//! hand behaves as with a real application. Used by `scripts/run-local.sh`.
 //!
 //! Usage: sample-writer FILE [LINES_PER_SECOND] (default 50).
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const PATHS: &[&str] = &[
@@ -27,20 +30,30 @@ fn main() -> anyhow::Result<()> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("usage: sample-writer FILE [LINES_PER_SECOND]"))?;
     let rate: u64 = args.next().map_or(Ok(50), |r| r.parse())?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+    };
+    let mut file = open()?;
     let mut n: u64 = 0;
     loop {
+        let rotated = match std::fs::metadata(&path) {
+            Ok(on_disk) => on_disk.ino() != file.metadata()?.ino(),
+            Err(_) => true,
+        };
+        if rotated {
+            file = open()?;
+        }
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
         let secs = now.as_secs();
-        let path = PATHS[(n % PATHS.len() as u64) as usize];
+        let route = PATHS[(n % PATHS.len() as u64) as usize];
         let (level, status, message) = match n % 50 {
             0 => (
                 "ERROR",
                 500,
-                format!("Unhandled exception on {path}: database timeout after 5000 ms"),
+                format!("Unhandled exception on {route}: database timeout after 5000 ms"),
             ),
             1 => (
                 "WARNING",
@@ -48,13 +61,13 @@ fn main() -> anyhow::Result<()> {
                 "Failed login attempt for user admin".to_string(),
             ),
             2 => ("WARNING", 404, "Not found: /.git/config".to_string()),
-            _ => ("INFO", 200, format!("API call: GET {path}")),
+            _ => ("INFO", 200, format!("API call: GET {route}")),
         };
         let line = format!(
             "{{\"timestamp\": \"{}.{:06}+00:00\", \"level\": \"{level}\", \"logger\": \"Fast Users API\", \"message\": \"{message}\", \
              \"module\": \"logging_middleware\", \"function\": \"dispatch\", \"line\": 41, \"request_id\": \"req-{n}\", \
              \"duration_ms\": {}.{}, \"status_code\": {status}, \"client_ip\": \"192.0.2.{}\", \"user_agent\": \"{}\", \
-             \"event_type\": \"api_performance\", \"user_id\": \"user-{}\", \"method\": \"GET\", \"path\": \"{path}\"}}\n",
+             \"event_type\": \"api_performance\", \"user_id\": \"user-{}\", \"method\": \"GET\", \"path\": \"{route}\"}}\n",
             rfc3339_seconds(secs),
             now.subsec_micros(),
             5 + (n * 37) % 900,
