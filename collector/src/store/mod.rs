@@ -87,6 +87,13 @@ pub const MAX_DAYS_PER_INSERT: usize = 50;
 /// otherwise they are sorted by day first.
 fn day_groups(rows: &mut [LogRow]) -> Vec<&[LogRow]> {
     let day = |r: &LogRow| r.timestamp / 86_400;
+    let (first, last) = rows
+        .iter()
+        .map(day)
+        .fold((u32::MAX, 0), |(lo, hi), d| (lo.min(d), hi.max(d)));
+    if last.saturating_sub(first) < MAX_DAYS_PER_INSERT as u32 {
+        return vec![&*rows];
+    }
     let mut days: Vec<u32> = rows.iter().map(day).collect();
     days.sort_unstable();
     days.dedup();
