@@ -122,7 +122,7 @@ impl Default for TailConfig {
             read_chunk_bytes: 1 << 20,
             fingerprint_bytes: 256,
             rotated_grace_ms: 2_000,
-            max_queued_bytes: 24 << 20,
+            max_queued_bytes: 48 << 20,
         }
     }
 }
@@ -205,7 +205,7 @@ impl Default for ForwardConfig {
         ForwardConfig {
             endpoints: vec!["http://127.0.0.1:4320".into()],
             batch_max_records: 100_000,
-            batch_max_bytes: 8 << 20,
+            batch_max_bytes: 16 << 20,
             batch_timeout_ms: 500,
             request_timeout_ms: 30_000,
             max_in_flight: 2,
