@@ -10,8 +10,10 @@
 //!
 //! Rotation:
 //! - by rename: the open file keeps its inode, so it is read to its end
-//!   through the open descriptor, then closed once it stays idle for
-//!   `rotated_grace_ms`; the new file is a new inode and starts at 0;
+//!   through the open descriptor, then closed once `rotated_grace_ms` has
+//!   passed both since the rename was noticed and since its last new byte
+//!   (a writer may still hold it); the new file is a new inode and starts
+//!   at 0. A deleted file is handled the same way;
 //! - by copytruncate: the file shrinks below the read position; the bytes
 //!   not yet read are recovered from the copy (a file in the same directory
 //!   with the same fingerprint) when there is one, then reading restarts at 0;
@@ -56,6 +58,9 @@ struct Tracked {
     /// The checkpoint last made durable.
     saved: Checkpoint,
     matched: bool,
+    /// When a rescan first found the file no longer matching (rotated away
+    /// or deleted); the grace period runs from here and from `last_data`.
+    unmatched_since: Option<Instant>,
     last_data: Instant,
     /// Check the head against the fingerprint at the next poll (set by
     /// rescans, so a file rewritten to its old size is still noticed).
@@ -271,6 +276,14 @@ impl Tailer {
             };
             self.open(found.id, found.source, found.path, ckpt)?;
         }
+        let now = Instant::now();
+        for t in self.files.values_mut() {
+            t.unmatched_since = if t.matched {
+                None
+            } else {
+                t.unmatched_since.or(Some(now))
+            };
+        }
         Ok(())
     }
 
@@ -307,6 +320,7 @@ impl Tailer {
                 path,
                 file,
                 matched: true,
+                unmatched_since: None,
                 last_data: Instant::now(),
                 verify: true,
             },
@@ -522,6 +536,8 @@ impl Tailer {
         let grace = Duration::from_millis(self.cfg.rotated_grace_ms);
         let done = self.files.get(&id).is_some_and(|t| {
             !t.matched
+                && t.unmatched_since
+                    .is_some_and(|since| since.elapsed() >= grace)
                 && t.last_data.elapsed() >= grace
                 && t.file.metadata().is_ok_and(|m| m.len() == t.read_pos)
         });

@@ -17,6 +17,7 @@ struct Harness {
     tailer: Option<Tailer>,
     sources: Vec<SourceConfig>,
     delivered: Vec<String>,
+    grace_ms: u64,
 }
 
 impl Harness {
@@ -37,6 +38,7 @@ impl Harness {
             tailer: None,
             sources,
             delivered: Vec::new(),
+            grace_ms: 0,
         };
         h.restart();
         h
@@ -61,7 +63,7 @@ impl Harness {
         self.queue = None;
         let queue = Queue::open(self.qdir.path(), 1 << 30, false).expect("queue");
         let cfg = TailConfig {
-            rotated_grace_ms: 0,
+            rotated_grace_ms: self.grace_ms,
             read_chunk_bytes: 4096,
             ..TailConfig::default()
         };
@@ -312,4 +314,27 @@ fn files_that_begin_with_the_same_bytes_are_both_followed() {
     h.append("b.log", "same\n");
     h.settle();
     assert_eq!(h.delivered, vec!["same", "same"]);
+}
+
+#[test]
+fn a_deleted_file_is_read_for_the_grace_period_after_the_deletion_is_noticed() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.grace_ms = 300;
+    h.restart();
+    let mut writer = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(h.path("a.log"))
+        .expect("open");
+    writer.write_all(b"one\n").expect("write");
+    h.settle();
+    // The file has been idle for longer than the grace period when it goes.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    std::fs::remove_file(h.path("a.log")).expect("delete");
+    h.settle();
+    writer
+        .write_all(b"two\n")
+        .expect("write to the deleted file");
+    h.settle();
+    assert_eq!(h.delivered, vec!["one", "two"]);
 }
