@@ -228,7 +228,7 @@ impl Settings for Config {
         }
     }
 
-    fn validate(&self) -> Result<(), Vec<String>> {
+    fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.data_dir.as_os_str().is_empty() {
             p.push("data_dir: must not be empty".into());
@@ -310,12 +310,8 @@ impl Settings for Config {
         if f.request_timeout_ms < 1000 {
             p.push("forward.request_timeout_ms: must be at least 1000".into());
         }
-        p.extend(self.log.validate());
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
+        p.extend(self.log.problem());
+        p
     }
 
     fn log(&mut self) -> &mut LogConfig {
@@ -332,7 +328,7 @@ mod tests {
         let text = include_str!("../../deploy/agent.toml");
         let (config, unknown) = logferry_daemon::parse::<Config>(text).expect("parses");
         assert!(unknown.is_empty(), "{unknown:?}");
-        config.validate().expect("valid");
+        assert_eq!(config.problems(), Vec::<String>::new());
         assert_eq!(config.sources[0].format, Format::Json);
     }
 
@@ -352,7 +348,7 @@ mod tests {
             unknown,
             vec!["bogus: unknown key", "sources.0.colour: unknown key"]
         );
-        let problems = config.validate().expect_err("invalid");
+        let problems = config.problems();
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems.iter().any(|p| p.starts_with("sources[0].name")));
         assert!(problems

@@ -18,8 +18,8 @@ use tracing_subscriber::EnvFilter;
 pub trait Settings: DeserializeOwned {
     /// Applies environment overrides (endpoints and secrets).
     fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>);
-    /// Every problem, each prefixed with its key.
-    fn validate(&self) -> Result<(), Vec<String>>;
+    /// Every problem, each prefixed with its key; empty when valid.
+    fn problems(&self) -> Vec<String>;
     /// The program's own logging settings.
     fn log(&mut self) -> &mut LogConfig;
 }
@@ -56,9 +56,7 @@ pub fn load<T: Settings>(path: &Path) -> Result<T, ConfigError> {
         .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
     let (mut settings, mut problems) = parse::<T>(&text).map_err(fail)?;
     settings.apply_env(&|k| std::env::var(k).ok());
-    if let Err(invalid) = settings.validate() {
-        problems.extend(invalid);
-    }
+    problems.extend(settings.problems());
     if problems.is_empty() {
         Ok(settings)
     } else {
@@ -92,7 +90,8 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
-    pub fn validate(&self) -> Option<String> {
+    /// What is wrong with the level filter, if anything.
+    pub fn problem(&self) -> Option<String> {
         EnvFilter::try_new(&self.level)
             .err()
             .map(|e| format!("log.level: `{}` is not a filter: {e}", self.level))
@@ -237,16 +236,12 @@ mod tests {
                 self.url = url;
             }
         }
-        fn validate(&self) -> Result<(), Vec<String>> {
-            let mut p: Vec<String> = self.log.validate().into_iter().collect();
+        fn problems(&self) -> Vec<String> {
+            let mut p: Vec<String> = self.log.problem().into_iter().collect();
             if self.port == 0 {
                 p.push("port: must be positive".into());
             }
-            if p.is_empty() {
-                Ok(())
-            } else {
-                Err(p)
-            }
+            p
         }
         fn log(&mut self) -> &mut LogConfig {
             &mut self.log
@@ -289,6 +284,6 @@ mod tests {
         assert!(unknown.is_empty());
         demo.apply_env(&|k| (k == "DEMO_URL").then(|| "http://x".into()));
         assert_eq!(demo.url, "http://x");
-        assert!(demo.validate().is_ok());
+        assert!(demo.problems().is_empty());
     }
 }
