@@ -68,12 +68,19 @@ impl Forwarder {
                 in_flight.spawn(self.deliver(batch));
                 continue;
             }
+            // Waiting for a batch to be due is cancel-safe; cutting it is
+            // not (it persists a manifest), so it happens in the branch
+            // body, which runs to completion.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 done = in_flight.join_next(), if !in_flight.is_empty() => log_join(done),
-                batch = self.next_batch() => {
-                    in_flight.spawn(self.deliver(batch?));
-                }
+                () = self.batch_due() => match self.cut().await? {
+                    Some(batch) => {
+                        in_flight.spawn(self.deliver(batch));
+                    }
+                    // Records still being written: look again shortly.
+                    None => tokio::time::sleep(Duration::from_millis(5)).await,
+                },
             }
         }
         if tokio::time::timeout(grace, async {
@@ -90,33 +97,34 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Waits until a batch is due, then cuts it.
-    async fn next_batch(&self) -> anyhow::Result<Batch> {
+    /// Returns once a batch is due: enough records or bytes, or the oldest
+    /// record has waited `batch_timeout_ms`. Cancel-safe.
+    async fn batch_due(&self) {
         let timeout = Duration::from_millis(self.cfg.batch_timeout_ms);
         loop {
             let notified = self.queue.arrived.notified();
             let backlog = self.queue.backlog();
-            let due = backlog.records >= self.cfg.batch_max_records
-                || backlog.bytes >= self.cfg.batch_max_bytes
-                || backlog.oldest.is_some_and(|t| t.elapsed() >= timeout);
-            if due {
-                let queue = self.queue.clone();
-                let (records, bytes) = (self.cfg.batch_max_records, self.cfg.batch_max_bytes);
-                if let Some(batch) =
-                    tokio::task::spawn_blocking(move || queue.cut_batch(records, bytes)).await??
-                {
-                    return Ok(batch);
-                }
-            }
             match backlog.oldest {
-                Some(t) if !due => {
+                _ if backlog.records >= self.cfg.batch_max_records
+                    || backlog.bytes >= self.cfg.batch_max_bytes =>
+                {
+                    return
+                }
+                Some(t) if t.elapsed() >= timeout => return,
+                Some(t) => {
                     let _ = tokio::time::timeout_at((t + timeout).into(), notified).await;
                 }
-                // Records still being written: look again shortly.
-                Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                 None => notified.await,
             }
         }
+    }
+
+    /// Cuts the next batch (persisting its manifest). `None` when the
+    /// records are still being written.
+    async fn cut(&self) -> anyhow::Result<Option<Batch>> {
+        let queue = self.queue.clone();
+        let (records, bytes) = (self.cfg.batch_max_records, self.cfg.batch_max_bytes);
+        Ok(tokio::task::spawn_blocking(move || queue.cut_batch(records, bytes)).await??)
     }
 
     fn deliver(&self, batch: Batch) -> impl std::future::Future<Output = ()> + Send + 'static {
