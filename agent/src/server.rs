@@ -132,9 +132,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             None => std::future::pending::<()>().await,
         }
     };
-    tokio::select! {
-        _ = shutdown.cancelled() => info!("shutting down"),
-        _ = tailer_failed => error!("the tailer stopped; shutting down"),
+    // Any part stopping on its own is fatal: an agent that tails but no
+    // longer ships (or the reverse) must exit, so its supervisor restarts it.
+    let mut forward = Some(forward);
+    let mut push = push;
+    let failure = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        _ = tailer_failed => Some("the tailer stopped"),
+        done = async { forward.as_mut().expect("set above").await } => {
+            forward = None;
+            match done {
+                Ok(Err(e)) => error!(error = %format!("{e:#}"), "forwarder failed"),
+                Ok(Ok(())) => {}
+                Err(e) => error!(error = %e, "forwarder task failed"),
+            }
+            Some("the forwarder stopped")
+        }
+        done = async { push.as_mut().expect("guarded").await }, if push.is_some() => {
+            push = None;
+            if let Ok(Err(e)) = done {
+                error!(error = %e, "push receiver failed");
+            }
+            Some("the push receiver stopped")
+        }
+    };
+    match failure {
+        Some(what) => error!("{what}; shutting down"),
+        None => info!("shutting down"),
     }
     let started = Instant::now();
 
@@ -151,13 +175,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let _ = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), p).await;
     }
     stop_forward.cancel();
-    if let Err(e) = forward.await? {
-        error!(error = %e, "forwarder failed");
+    if let Some(f) = forward {
+        if let Err(e) = f.await? {
+            error!(error = %format!("{e:#}"), "forwarder failed");
+        }
     }
     tokio::task::spawn_blocking(move || queue.flush()).await??;
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "agent stopped"
     );
-    Ok(())
+    match failure {
+        Some(what) => anyhow::bail!("{what}; see the errors above"),
+        None => Ok(()),
+    }
 }
