@@ -23,6 +23,7 @@
 //! UNAVAILABLE and the agents keep their queues.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +45,9 @@ pub struct Ingest {
     collector_id: String,
     deadline: Duration,
     in_progress: Mutex<HashSet<(String, u64)>>,
+    /// When a refusal was last logged as a warning (ms since the epoch):
+    /// during an outage every batch is refused, the log says so every 10 s.
+    last_warning_ms: AtomicU64,
 }
 
 /// Removes a batch from the in-progress set however its attempt ends.
@@ -92,6 +96,7 @@ impl Ingest {
             collector_id: uuid::Uuid::new_v4().to_string(),
             deadline,
             in_progress: Mutex::new(HashSet::new()),
+            last_warning_ms: AtomicU64::new(0),
         })
     }
 
@@ -202,7 +207,19 @@ impl IngestService for Ingest {
         match self.store_batch(request.into_inner()).await {
             Ok(resp) => Ok(Response::new(resp)),
             Err(status) => {
-                debug!(code = ?status.code(), message = status.message(), "batch refused");
+                let now = now_ms();
+                let last = self.last_warning_ms.load(Ordering::Relaxed);
+                let warn_now = status.code() != tonic::Code::Unavailable
+                    || (now.saturating_sub(last) >= 10_000
+                        && self
+                            .last_warning_ms
+                            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok());
+                if warn_now {
+                    warn!(code = ?status.code(), message = status.message(), "batch refused; the agent will retry");
+                } else {
+                    debug!(code = ?status.code(), message = status.message(), "batch refused");
+                }
                 Err(status)
             }
         }
