@@ -104,16 +104,17 @@ impl Queue {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        opts.set_write_buffer_size(64 << 20);
+        // The default, batches and checkpoints families hold a few small keys.
+        opts.set_write_buffer_size(4 << 20);
         opts.set_max_background_jobs(2);
         let mut records_opts = Options::default();
         // Records are short-lived and leave compressed on the wire anyway.
         records_opts.set_compression_type(rocksdb::DBCompressionType::None);
-        records_opts.set_write_buffer_size(64 << 20);
+        records_opts.set_write_buffer_size(32 << 20);
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_RECORDS, records_opts),
-            ColumnFamilyDescriptor::new(CF_BATCHES, Options::default()),
-            ColumnFamilyDescriptor::new(CF_CHECKPOINTS, Options::default()),
+            ColumnFamilyDescriptor::new(CF_BATCHES, small()),
+            ColumnFamilyDescriptor::new(CF_CHECKPOINTS, small()),
         ];
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let mut synced = WriteOptions::default();
@@ -381,6 +382,12 @@ impl Queue {
         self.db.flush_wal(true)?;
         Ok(())
     }
+}
+
+fn small() -> Options {
+    let mut o = Options::default();
+    o.set_write_buffer_size(4 << 20);
+    o
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
