@@ -39,21 +39,12 @@ impl PushReceiver {
                 r.observed_time_unix_nano = observed;
             }
         }
-        let service_name = req
-            .resource
-            .iter()
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| kv.value.as_ref())
-            .and_then(|v| match &v.value {
-                Some(logferry_proto::any_value::Value::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
         let chunk = Chunk {
             first_seq: 0,
+            // `service.name` among the resource attributes names the service;
+            // the collector maps it like any resource attribute.
             origin: Some(Origin {
                 source: "push".into(),
-                service_name,
                 attributes: req.resource,
                 ..Default::default()
             }),
