@@ -57,7 +57,11 @@ impl PushReceiver {
             .map_err(|_| Status::internal("queue writer stopped"))?
             .map_err(|e| match e {
                 QueueError::Full { .. } => Status::resource_exhausted(e.to_string()),
-                other => Status::unavailable(format!("queue write failed: {other}")),
+                // The whole chain: "queue database error" alone says nothing.
+                other => Status::unavailable(format!(
+                    "queue write failed: {:#}",
+                    anyhow::Error::from(other)
+                )),
             })?;
         Ok(count as u64)
     }

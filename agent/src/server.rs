@@ -166,7 +166,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(h) = tailer {
         match tokio::task::spawn_blocking(move || h.join()).await? {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = %e, "tailer failed"),
+            Ok(Err(e)) => error!(error = %format!("{:#}", anyhow::Error::from(e)), "tailer failed"),
             Err(_) => error!("tailer panicked"),
         }
     }
