@@ -161,7 +161,27 @@ where
     F: FnOnce(S, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let args = command(program).get_matches();
+    main_with_commands(program, Vec::new(), run, |_, name, _| async move {
+        anyhow::bail!("unknown command `{name}`")
+    })
+}
+
+/// `main`, plus subcommands: one-shot tools that run with the loaded
+/// configuration instead of the daemon (`tool(settings, name, args)`).
+pub fn main_with_commands<S, F, Fut, T, TFut>(
+    program: Program,
+    commands: Vec<clap::Command>,
+    run: F,
+    tool: T,
+) -> ExitCode
+where
+    S: Settings,
+    F: FnOnce(S, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+    T: FnOnce(S, String, clap::ArgMatches) -> TFut,
+    TFut: Future<Output = anyhow::Result<()>>,
+{
+    let args = command(program).subcommands(commands).get_matches();
     let config: &std::path::PathBuf = args.get_one("config").expect("has a default");
     let name = program.name;
     let mut settings: S = match load(config) {
@@ -189,9 +209,14 @@ where
         }
     };
     let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        run(settings, shutdown).await
+        match args.subcommand() {
+            Some((command, sub)) => tool(settings, command.to_string(), sub.clone()).await,
+            None => {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                run(settings, shutdown).await
+            }
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
