@@ -12,11 +12,16 @@ pub const ENV_CLICKHOUSE_URL: &str = "LOGFERRY_CLICKHOUSE_URL";
 pub const ENV_CLICKHOUSE_USER: &str = "LOGFERRY_CLICKHOUSE_USER";
 pub const ENV_CLICKHOUSE_PASSWORD: &str = "LOGFERRY_CLICKHOUSE_PASSWORD";
 pub const ENV_INGEST_LISTEN: &str = "LOGFERRY_INGEST_LISTEN";
+pub const ENV_HTTP_LISTEN: &str = "LOGFERRY_HTTP_LISTEN";
+pub const ENV_QUERY_GRPC_LISTEN: &str = "LOGFERRY_QUERY_GRPC_LISTEN";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub ingest: IngestConfig,
+    pub api: ApiConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
     pub clickhouse: ClickHouseConfig,
     pub retention: RetentionConfig,
     pub log: LogConfig,
@@ -27,6 +32,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             ingest: IngestConfig::default(),
+            api: ApiConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             clickhouse: ClickHouseConfig::default(),
             retention: RetentionConfig::default(),
             log: LogConfig::default(),
@@ -45,6 +53,10 @@ pub struct IngestConfig {
     /// A batch not stored within this time is abandoned (the agent retries).
     /// Agents' `forward.request_timeout_ms` must be longer.
     pub batch_deadline_ms: u64,
+    /// Refuse batches without a valid agent credential; the credential's
+    /// tenant is stamped on every record. With `false`, records go to the
+    /// tenant `default`.
+    pub require_credentials: bool,
 }
 
 impl Default for IngestConfig {
@@ -53,8 +65,80 @@ impl Default for IngestConfig {
             listen: "0.0.0.0:4320".into(),
             max_message_bytes: 64 << 20,
             batch_deadline_ms: 20_000,
+            require_credentials: true,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    /// HTTP API (`/api/v1`, `/docs`).
+    pub http_listen: String,
+    /// gRPC `QueryService`.
+    pub grpc_listen: String,
+    /// A search, tail poll or catalogue read running longer is cut off.
+    pub max_execution_time_ms: u64,
+    /// A read that would scan more rows is refused.
+    pub max_rows_to_read: u64,
+    /// How often a live tail asks ClickHouse for new records.
+    pub tail_poll_interval_ms: u64,
+    /// How far back a tail looks again for records that arrived late (a
+    /// slow agent, a retried batch).
+    pub tail_lookback_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            http_listen: "0.0.0.0:8080".into(),
+            grpc_listen: "0.0.0.0:4321".into(),
+            max_execution_time_ms: 10_000,
+            max_rows_to_read: 2_000_000_000,
+            tail_poll_interval_ms: 500,
+            tail_lookback_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Lifetime of a session token from `POST /api/v1/auth/login`.
+    pub session_ttl_s: u64,
+    /// Login attempts per username per minute on one collector (per client
+    /// address: four times this).
+    pub login_attempts_per_minute: u64,
+    /// Failed logins for one username within `lockout_window_s`, across all
+    /// collectors, that lock it out (per client address: four times this).
+    pub lockout_failures: u64,
+    pub lockout_window_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_s: 12 * 3600,
+            login_attempts_per_minute: 10,
+            lockout_failures: 5,
+            lockout_window_s: 900,
+        }
+    }
+}
+
+/// TLS for every listener (ingest, gRPC query, HTTP). Either a certificate
+/// and key, or `plaintext = true`: serving without TLS is never implicit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    pub plaintext: bool,
+    /// PEM certificate chain and private key.
+    pub cert_file: String,
+    pub key_file: String,
+    /// PEM CA bundle for client certificates (mTLS) on the ingest port.
+    pub client_ca_file: String,
+    /// With a CA: whether agents must present a certificate.
+    pub client_cert_required: bool,
 }
 
 #[derive(Clone, Deserialize)]
@@ -120,15 +204,50 @@ impl Settings for Config {
         if let Some(v) = get(ENV_INGEST_LISTEN) {
             self.ingest.listen = v;
         }
+        if let Some(v) = get(ENV_HTTP_LISTEN) {
+            self.api.http_listen = v;
+        }
+        if let Some(v) = get(ENV_QUERY_GRPC_LISTEN) {
+            self.api.grpc_listen = v;
+        }
     }
 
     fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
-        if self.ingest.listen.parse::<SocketAddr>().is_err() {
-            p.push(format!(
-                "ingest.listen: `{}` is not an address like 0.0.0.0:4320",
-                self.ingest.listen
-            ));
+        for (key, value, example) in [
+            ("ingest.listen", &self.ingest.listen, "0.0.0.0:4320"),
+            ("api.http_listen", &self.api.http_listen, "0.0.0.0:8080"),
+            ("api.grpc_listen", &self.api.grpc_listen, "0.0.0.0:4321"),
+        ] {
+            if value.parse::<SocketAddr>().is_err() {
+                p.push(format!("{key}: `{value}` is not an address like {example}"));
+            }
+        }
+        let tls = &self.tls;
+        match (tls.plaintext, tls.cert_file.is_empty(), tls.key_file.is_empty()) {
+            (true, true, true) | (false, false, false) => {}
+            (true, _, _) => p.push("tls: `plaintext = true` and a certificate contradict each other".into()),
+            (false, true, true) => p.push(
+                "tls: no certificate; set tls.cert_file and tls.key_file, or tls.plaintext = true to serve without TLS".into(),
+            ),
+            (false, _, _) => p.push("tls: cert_file and key_file go together".into()),
+        }
+        if tls.client_cert_required && tls.client_ca_file.is_empty() {
+            p.push("tls.client_cert_required: needs tls.client_ca_file".into());
+        }
+        if self.api.max_execution_time_ms < 1000 {
+            p.push("api.max_execution_time_ms: must be at least 1000".into());
+        }
+        if self.api.tail_poll_interval_ms == 0 {
+            p.push("api.tail_poll_interval_ms: must be positive".into());
+        }
+        if self.auth.session_ttl_s < 60 {
+            p.push("auth.session_ttl_s: must be at least 60".into());
+        }
+        if self.auth.login_attempts_per_minute == 0 || self.auth.lockout_failures == 0 {
+            p.push(
+                "auth.login_attempts_per_minute and auth.lockout_failures: must be positive".into(),
+            );
         }
         if self.ingest.max_message_bytes < 1 << 20 {
             p.push("ingest.max_message_bytes: must be at least 1048576".into());
@@ -186,7 +305,12 @@ mod tests {
             "[ingest]\nlisten = \"nowhere\"\n[clickhouse]\nurl = \"tcp://x\"\ndatabase = \"a-b\"\n",
         )
         .expect("parses");
-        assert_eq!(config.problems().len(), 3);
+        let problems = config.problems();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[1].starts_with("tls: no certificate"),
+            "TLS is never implicit"
+        );
     }
 
     #[test]

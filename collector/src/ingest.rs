@@ -33,15 +33,20 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
+use crate::api::ApiError;
+use crate::auth::Auth;
 use crate::decode::decode_batch;
 use crate::store::{LedgerEntry, Store, StoreError, COMMITTED, PENDING};
 
-/// The tenant every record gets until tenants are configured.
+/// The tenant of every record when agents ship without credentials
+/// (`ingest.require_credentials = false`).
 pub const DEFAULT_TENANT: &str = "default";
 
 #[derive(Debug)]
 pub struct Ingest {
     store: watch::Receiver<Option<Store>>,
+    /// `None`: agents ship without credentials, into `DEFAULT_TENANT`.
+    auth: Option<Arc<Auth>>,
     collector_id: String,
     deadline: Duration,
     in_progress: Mutex<HashSet<(String, u64)>>,
@@ -90,22 +95,50 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Ingest {
-    pub fn new(store: watch::Receiver<Option<Store>>, deadline: Duration) -> Arc<Ingest> {
+    pub fn new(
+        store: watch::Receiver<Option<Store>>,
+        auth: Option<Arc<Auth>>,
+        collector_id: String,
+        deadline: Duration,
+    ) -> Arc<Ingest> {
         Arc::new(Ingest {
             store,
-            collector_id: uuid::Uuid::new_v4().to_string(),
+            auth,
+            collector_id,
             deadline,
             in_progress: Mutex::new(HashSet::new()),
             last_warning_ms: AtomicU64::new(0),
         })
     }
 
-    async fn store_batch(&self, req: ExportRequest) -> Result<ExportResponse, Status> {
+    /// The tenant the caller's agent credential ships into.
+    async fn tenant(&self, store: &Store, authorization: Option<&str>) -> Result<String, Status> {
+        let Some(auth) = &self.auth else {
+            return Ok(DEFAULT_TENANT.to_string());
+        };
+        let token = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "this collector needs an agent credential: set forward.token_file in the agent",
+                )
+            })?;
+        auth.authenticate_agent(store, token.trim())
+            .await
+            .map_err(|e| Status::from(ApiError::from(e)))
+    }
+
+    async fn store_batch(
+        &self,
+        req: ExportRequest,
+        authorization: Option<&str>,
+    ) -> Result<ExportResponse, Status> {
         let started = Instant::now();
         let store =
             self.store.borrow().clone().ok_or_else(|| {
                 Status::unavailable("collector is still connecting to clickhouse")
             })?;
+        let tenant = self.tenant(&store, authorization).await?;
         if req.agent_id.is_empty() || req.first_seq > req.last_seq {
             return Err(Status::invalid_argument(
                 "a batch needs an agent id and first_seq <= last_seq",
@@ -128,7 +161,7 @@ impl Ingest {
         };
         let deadline_ms = now_ms() + self.deadline.as_millis() as u64;
         let (agent_id, first_seq, last_seq) = (req.agent_id.clone(), req.first_seq, req.last_seq);
-        let decoded = tokio::task::spawn_blocking(move || decode_batch(&req, DEFAULT_TENANT))
+        let decoded = tokio::task::spawn_blocking(move || decode_batch(&req, &tenant))
             .await
             .map_err(|_| Status::internal("batch decoder failed"))?
             .map_err(|e| Status::invalid_argument(error_chain(&e)))?;
@@ -204,7 +237,15 @@ impl IngestService for Ingest {
         &self,
         request: Request<ExportRequest>,
     ) -> Result<Response<ExportResponse>, Status> {
-        match self.store_batch(request.into_inner()).await {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        match self
+            .store_batch(request.into_inner(), authorization.as_deref())
+            .await
+        {
             Ok(resp) => Ok(Response::new(resp)),
             Err(status) => {
                 let now = now_ms();

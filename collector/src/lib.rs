@@ -4,14 +4,24 @@
 //! Layout:
 //! - `config`: the TOML config, its validation and environment overrides;
 //! - `ingest`: the gRPC ingest service and the exactly-once protocol;
+//! - `auth`: users, tokens, agent credentials, roles, tenants, logins;
+//! - `query`: search parameters, the query syntax and its SQL;
+//! - `api`: the HTTP and gRPC query and admin API over one service layer;
+//! - `tls`: certificates for every listener;
+//! - `bootstrap`: the `bootstrap` command (first admin, first tenant);
 //! - `decode`: batches into rows (JSON and text lines, pushed records);
 //! - `record`: the row type and the mapping of well-known keys to columns;
 //! - `store`: ClickHouse client, migrations, ledger, retention;
 //! - `server`: wires the pieces together and shuts them down in order.
 
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod decode;
 pub mod ingest;
+pub mod query;
 pub mod record;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -8,10 +8,10 @@
 //! conventions. When two aliases of one field appear, the earlier alias in
 //! `field_of` wins and the other stays an attribute.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One row of `logs`. Field names are column names.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, clickhouse::Row)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct LogRow {
     pub tenant: String,
     /// Seconds, for partitioning and the sort key (`DateTime`).

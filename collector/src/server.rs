@@ -1,66 +1,154 @@
 //! Wires the collector together and shuts it down in order.
 //!
-//! The gRPC ingest port opens at once; a background task connects to
-//! ClickHouse (retrying with backoff) and runs the migrations, and until it
-//! has, batches are answered UNAVAILABLE. Retention runs on its own timer.
-//! On shutdown the port stops accepting, batches in flight finish within
-//! `shutdown_timeout_ms`, then the process exits.
+//! Three listeners open at once, with the same TLS: gRPC ingest (agents,
+//! optionally mTLS), gRPC `QueryService`, and HTTP. A background task
+//! connects to ClickHouse (retrying with backoff) and runs the migrations;
+//! until it has, batches and queries are answered UNAVAILABLE. Retention
+//! runs on its own timer. On shutdown the ports stop accepting, requests in
+//! flight finish within `shutdown_timeout_ms` (live tails are cut), then the
+//! process exits.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use logferry_proto::ingest_service_server::IngestServiceServer;
+use logferry_proto::query_service_server::QueryServiceServer;
 use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::api::{grpc, http, Service};
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::store::Store;
+use crate::tls::Tls;
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // rustls needs one process-wide crypto provider; ring is the one built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = Tls::load(&config.tls)?;
+    if tls.is_none() {
+        warn!("serving without TLS (tls.plaintext = true): tokens and logs cross the network in clear");
+    }
     let (store_tx, store_rx) = watch::channel(None);
     tokio::spawn(connect(config.clone(), store_tx, shutdown.clone()));
 
+    let collector_id = uuid::Uuid::new_v4().to_string();
+    let auth = Arc::new(Auth::new(config.auth.clone(), collector_id.clone()));
     let ingest = Ingest::new(
         store_rx.clone(),
+        config.ingest.require_credentials.then(|| Arc::clone(&auth)),
+        collector_id,
         Duration::from_millis(config.ingest.batch_deadline_ms),
     );
-    let service = IngestServiceServer::from_arc(ingest)
+    if !config.ingest.require_credentials {
+        warn!("ingest.require_credentials = false: any client can ship into tenant `default`");
+    }
+    let ingest_service = IngestServiceServer::from_arc(ingest)
         .max_decoding_message_size(config.ingest.max_message_bytes)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let addr: std::net::SocketAddr = config.ingest.listen.parse().context("ingest.listen")?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for agents"))?;
-    info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "collector accepting batches");
+    let service = Arc::new(Service::new(store_rx.clone(), auth, config.api.clone()));
+
+    let stop_serving = CancellationToken::new();
+    let mut servers = Vec::new();
+
+    let listener = bind(&config.ingest.listen, "agents").await?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.grpc(true)).context("ingest TLS")?;
+    }
+    servers.push((
+        "ingest",
+        tokio::spawn(
+            builder
+                .add_service(ingest_service)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop_serving.clone().cancelled_owned(),
+                ),
+        ),
+    ));
+
+    let listener = bind(&config.api.grpc_listen, "gRPC queries").await?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.grpc(false)).context("query TLS")?;
+    }
+    servers.push((
+        "gRPC query",
+        tokio::spawn(
+            builder
+                .add_service(QueryServiceServer::new(grpc::Query::new(Arc::clone(
+                    &service,
+                ))))
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop_serving.clone().cancelled_owned(),
+                ),
+        ),
+    ));
+
+    let listener = bind(&config.api.http_listen, "HTTP").await?.into_std()?;
+    let app = http::router(service).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let http_server = match &tls {
+        Some(tls) => {
+            let server =
+                axum_server::from_tcp_rustls(listener, tls.http().await?).handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+    };
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        tls = tls.is_some(),
+        "collector serving"
+    );
 
     let retention = tokio::spawn(retention(config.clone(), store_rx, shutdown.clone()));
-    let stop_serving = CancellationToken::new();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                stop_serving.clone().cancelled_owned(),
-            ),
-    );
     shutdown.cancelled().await;
     info!("shutting down");
-    stop_serving.cancel();
     let timeout = Duration::from_millis(config.shutdown_timeout_ms);
-    match tokio::time::timeout(timeout, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => error!(error = %e, "ingest server failed"),
-        Ok(Err(e)) => error!(error = %e, "ingest server task failed"),
-        Err(_) => {
-            warn!("batches still in flight at the shutdown deadline; their agents will resend them")
+    stop_serving.cancel();
+    // Open tails would hold the HTTP server forever; they are cut at once.
+    handle.graceful_shutdown(Some(Duration::from_millis(500)));
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (name, server) in servers {
+        match tokio::time::timeout_at(deadline, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => error!(error = %e, "{name} server failed"),
+            Ok(Err(e)) => error!(error = %e, "{name} server task failed"),
+            Err(_) => warn!("{name} requests still in flight at the shutdown deadline; agents resend their batches"),
         }
+    }
+    match tokio::time::timeout_at(deadline, http_server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(error = %e, "HTTP server failed"),
+        Ok(Err(e)) => error!(error = %e, "HTTP server task failed"),
+        Err(_) => warn!("HTTP requests still in flight at the shutdown deadline"),
     }
     retention.abort();
     info!("collector stopped");
     Ok(())
+}
+
+async fn bind(addr: &str, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("listen address {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what}"))?;
+    info!(addr = %listener.local_addr()?, "listening for {what}");
+    Ok(listener)
 }
 
 async fn connect(config: Config, tx: watch::Sender<Option<Store>>, shutdown: CancellationToken) {
@@ -73,7 +161,7 @@ async fn connect(config: Config, tx: watch::Sender<Option<Store>>, shutdown: Can
                 return;
             }
             Err(e) => {
-                warn!(url = %config.clickhouse.url, error = %anyhow::Error::from(e), "cannot reach clickhouse; retrying");
+                warn!(url = %config.clickhouse.url, error = format!("{:#}", anyhow::Error::from(e)), "cannot reach clickhouse; retrying");
             }
         }
         tokio::select! {

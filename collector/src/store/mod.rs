@@ -1,12 +1,15 @@
 //! ClickHouse: the client, schema migrations at start-up, inserts, the
-//! ingest ledger and retention.
+//! ingest ledger and retention; accounts (`accounts`) and reads for the
+//! query API (`search`).
 //!
 //! The `clickhouse` crate runs with validation off: its validation sends a
 //! setting that ClickHouse 18.16 rejects, and `RowBinary` without it is
 //! faster anyway. Column names come from the row structs, so their order
 //! does not matter.
 
+pub mod accounts;
 pub mod schema;
+pub mod search;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -27,6 +30,16 @@ pub enum StoreError {
     Version(String),
     #[error("clickhouse {0} is older than 18.16, the oldest supported server")]
     TooOld(ServerVersion),
+    #[error("the query would read too much; narrow the time range or add filters")]
+    TooExpensive,
+    #[error("the token signing key in table `signing_keys` is not hex; delete the row to make a new one")]
+    CorruptKey,
+}
+
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]
@@ -234,10 +247,7 @@ impl Store {
     }
 
     pub async fn record_batch(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
-        let mut insert = self.client.insert::<LedgerEntry>("ingest_batches").await?;
-        insert.write(entry).await?;
-        insert.end().await?;
-        Ok(())
+        self.insert_one("ingest_batches", entry).await
     }
 
     /// Sequence numbers of a batch's records already in `logs`, for a batch
@@ -260,8 +270,8 @@ impl Store {
         Ok(seqs.into_iter().collect())
     }
 
-    /// Drops day partitions of `logs` (and month partitions of the ledger)
-    /// older than `days`. Returns the partitions dropped.
+    /// Drops day partitions of `logs` (and month partitions of the ledger,
+    /// the attribute catalogue and security events) older than `days`. Returns the partitions dropped.
     pub async fn apply_retention(&self, days: u32) -> Result<Vec<String>, StoreError> {
         let cutoff = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
         let day: u32 = cutoff.format("%Y%m%d").to_string().parse().expect("digits");
@@ -269,7 +279,7 @@ impl Store {
         let month = months(day / 100);
         let parts: Vec<(String, String)> = self
             .client
-            .query("SELECT DISTINCT table, partition FROM system.parts WHERE database = ? AND active AND table IN ('logs', 'ingest_batches')")
+            .query("SELECT DISTINCT table, partition FROM system.parts WHERE database = ? AND active AND table IN ('logs', 'ingest_batches', 'attr_catalogue', 'security_events')")
             .bind(&self.database)
             .fetch_all()
             .await?;
@@ -280,7 +290,7 @@ impl Store {
             };
             let old = match table.as_str() {
                 "logs" => value < day,
-                // A month of ledger is kept past the logs it describes.
+                // A month is kept past the logs these tables describe.
                 _ => months(value) + 1 < month,
             };
             if old {

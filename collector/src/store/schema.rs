@@ -111,6 +111,82 @@ pub const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE {db}.logs ADD INDEX IF NOT EXISTS idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 4",
         ],
     },
+    Migration {
+        version: 3,
+        name: "tenants, users, credentials, security events, attribute catalogue",
+        requires: None,
+        statements: &[
+            // Account tables are tiny and rewritten whole: each change
+            // inserts a new row version; readers take the latest (`FINAL`).
+            "CREATE TABLE IF NOT EXISTS {db}.tenants (
+                name String,
+                description String,
+                deleted UInt8,
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY name",
+            "CREATE TABLE IF NOT EXISTS {db}.users (
+                username String,
+                password_hash String,
+                role String,
+                tenants Array(String),
+                all_tenants UInt8,
+                deleted UInt8,
+                created_at DateTime,
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY username",
+            "CREATE TABLE IF NOT EXISTS {db}.credentials (
+                id String,
+                kind String,
+                name String,
+                secret_hash String,
+                role String,
+                tenants Array(String),
+                all_tenants UInt8,
+                created_by String,
+                created_at DateTime,
+                expires_at DateTime,
+                revoked UInt8,
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY id",
+            // The key that signs session tokens, shared by every collector:
+            // the oldest row wins (see `auth::Keys`).
+            "CREATE TABLE IF NOT EXISTS {db}.signing_keys (
+                created_unix_nano UInt64,
+                key String
+            ) ENGINE = MergeTree ORDER BY created_unix_nano",
+            "CREATE TABLE IF NOT EXISTS {db}.security_events (
+                tenant String,
+                time DateTime,
+                time_unix_nano UInt64,
+                kind String,
+                username String,
+                client_ip String,
+                detail String,
+                collector_id String
+            ) ENGINE = MergeTree
+            PARTITION BY toYYYYMM(time)
+            ORDER BY (kind, username, time)",
+            // Attribute keys and values per service and day, for field
+            // autocomplete without scanning `logs`. Counts are summed at
+            // merge time; values are cut to 128 bytes.
+            "CREATE TABLE IF NOT EXISTS {db}.attr_catalogue (
+                tenant String,
+                service String,
+                day Date,
+                attr_key String,
+                attr_value String,
+                n UInt64
+            ) ENGINE = SummingMergeTree(n)
+            PARTITION BY toYYYYMM(day)
+            ORDER BY (tenant, service, attr_key, attr_value, day)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.attr_catalogue_mv TO {db}.attr_catalogue
+            AS SELECT tenant, service, toDate(timestamp) AS day,
+                k AS attr_key, substring(v, 1, 128) AS attr_value, count() AS n
+            FROM {db}.logs
+            ARRAY JOIN attr_keys AS k, attr_values AS v
+            GROUP BY tenant, service, day, attr_key, attr_value",
+        ],
+    },
 ];
 
 pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
@@ -139,12 +215,12 @@ mod tests {
         let new = ServerVersion::parse("24.8.4.13").expect("parses");
         assert_eq!(
             pending(&[], old).map(|m| m.version).collect::<Vec<_>>(),
-            vec![1]
+            vec![1, 3]
         );
-        assert_eq!(pending(&[1], old).count(), 0);
+        assert_eq!(pending(&[1, 3], old).count(), 0);
         assert_eq!(
             pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(),
-            vec![2]
+            vec![2, 3]
         );
         assert_eq!(ServerVersion::parse("garbage"), None);
     }

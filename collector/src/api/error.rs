@@ -1,0 +1,211 @@
+//! Errors of the query and admin API, and the one table that maps each to
+//! an HTTP status and a gRPC code, so the two APIs never disagree.
+
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::query::QueryError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the collector is still connecting to clickhouse; retry later")]
+    Starting,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How an error shows on each API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    pub http: StatusCode,
+    pub grpc: tonic::Code,
+    /// Stable machine-readable code in JSON error bodies.
+    pub code: &'static str,
+}
+
+const fn map(http: StatusCode, grpc: tonic::Code, code: &'static str) -> Mapping {
+    Mapping { http, grpc, code }
+}
+
+impl ApiError {
+    /// The table.
+    pub fn mapping(&self) -> Mapping {
+        use tonic::Code;
+        match self {
+            ApiError::Auth(AuthError::Unauthenticated(_)) => map(
+                StatusCode::UNAUTHORIZED,
+                Code::Unauthenticated,
+                "unauthenticated",
+            ),
+            ApiError::Auth(AuthError::Forbidden(_)) => {
+                map(StatusCode::FORBIDDEN, Code::PermissionDenied, "forbidden")
+            }
+            ApiError::Auth(AuthError::TooManyAttempts { .. }) => map(
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::ResourceExhausted,
+                "too_many_attempts",
+            ),
+            ApiError::Query(_) => map(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                "invalid_query",
+            ),
+            ApiError::BadRequest(_) => map(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                "invalid_request",
+            ),
+            ApiError::NotFound(_) => map(StatusCode::NOT_FOUND, Code::NotFound, "not_found"),
+            ApiError::Conflict(_) => map(StatusCode::CONFLICT, Code::AlreadyExists, "conflict"),
+            ApiError::Store(StoreError::TooExpensive) => map(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Code::FailedPrecondition,
+                "query_too_expensive",
+            ),
+            ApiError::Starting | ApiError::Store(_) | ApiError::Auth(AuthError::Store(_)) => map(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                "unavailable",
+            ),
+        }
+    }
+
+    /// Where in the query text the mistake is, for query errors.
+    pub fn position(&self) -> Option<usize> {
+        match self {
+            ApiError::Query(QueryError::Invalid { pos, .. }) => *pos,
+            _ => None,
+        }
+    }
+
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ApiError::Auth(AuthError::TooManyAttempts { retry_after_s }) => Some(*retry_after_s),
+            _ => None,
+        }
+    }
+
+    /// The message shown to the caller: the whole chain.
+    pub fn message(&self) -> String {
+        let mut s = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let c = cause.to_string();
+            if !s.ends_with(&c) {
+                s.push_str(": ");
+                s.push_str(&c);
+            }
+            source = cause.source();
+        }
+        s
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.mapping().code,
+                message: self.message(),
+                position: self.position(),
+            },
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `unauthenticated`, `forbidden`, `too_many_attempts`, `invalid_query`,
+    /// `invalid_request`, `not_found`, `conflict`, `query_too_expensive`
+    /// or `unavailable`.
+    pub code: &'static str,
+    pub message: String,
+    /// For `invalid_query`: the character position of the mistake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> tonic::Status {
+        let mut message = e.message();
+        if let Some(pos) = e.position() {
+            message = format!("{message} (position {pos})");
+        }
+        tonic::Status::new(e.mapping().grpc, message)
+    }
+}
+
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let status = self.mapping().http;
+        if status.is_server_error() {
+            tracing::warn!(error = %self.message(), "api request failed");
+        }
+        let retry = self.retry_after_s();
+        let mut resp = (status, axum::Json(self.body())).into_response();
+        if let Some(s) = retry {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_status_and_grpc_code_agree() {
+        let errors = [
+            ApiError::Auth(AuthError::Unauthenticated("x".into())),
+            ApiError::Auth(AuthError::Forbidden("x".into())),
+            ApiError::Auth(AuthError::TooManyAttempts { retry_after_s: 3 }),
+            ApiError::Query(QueryError::Invalid {
+                pos: Some(4),
+                message: "x".into(),
+            }),
+            ApiError::BadRequest("x".into()),
+            ApiError::NotFound("x".into()),
+            ApiError::Conflict("x".into()),
+            ApiError::Store(StoreError::TooExpensive),
+            ApiError::Starting,
+        ];
+        for e in errors {
+            let m = e.mapping();
+            let status = tonic::Status::from(e);
+            assert_eq!(status.code(), m.grpc);
+            // The gRPC-over-HTTP mapping of each code (grpc/doc/http-grpc-status-mapping).
+            let expected = match m.grpc {
+                tonic::Code::Unauthenticated => 401,
+                tonic::Code::PermissionDenied => 403,
+                tonic::Code::ResourceExhausted => 429,
+                tonic::Code::InvalidArgument => 400,
+                tonic::Code::NotFound => 404,
+                tonic::Code::AlreadyExists => 409,
+                tonic::Code::FailedPrecondition => 422,
+                tonic::Code::Unavailable => 503,
+                c => panic!("unmapped {c:?}"),
+            };
+            assert_eq!(m.http.as_u16(), expected, "{}", m.code);
+        }
+    }
+}

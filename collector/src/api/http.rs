@@ -1,0 +1,411 @@
+//! The HTTP API (axum): `/api/v1/...`, the OpenAPI document at
+//! `/api/v1/openapi.json` and its interactive page at `/docs`.
+//!
+//! Routes are registered through `utoipa_axum`, which records each one in
+//! the OpenAPI document as it is added: an endpoint cannot exist without
+//! its documentation. Handlers only translate HTTP to `Service` calls.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::Html;
+use axum::{Form, Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::ErrorBody;
+use super::service::*;
+use super::ApiError;
+use crate::auth::Principal;
+use crate::query::SearchParams;
+
+type Svc = State<Arc<Service>>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "logferry collector API",
+        description = "Search and tail logs, manage users, tenants, API tokens and agent credentials. \
+            Authenticate with `Authorization: Bearer <token>`: a session token from \
+            `POST /api/v1/auth/login`, or an API token."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The router and the OpenAPI document describing it.
+pub fn router(service: Arc<Service>) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(login))
+        .routes(routes!(me))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(search))
+        .routes(routes!(tail))
+        .routes(routes!(fields))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(update_user, delete_user))
+        .routes(routes!(list_tenants, create_tenant))
+        .routes(routes!(delete_tenant))
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(revoke_agent))
+        .with_state(service)
+        .split_for_parts();
+    let doc = Arc::new(doc);
+    api.route(
+        "/api/v1/openapi.json",
+        axum::routing::get(move || {
+            let doc = Arc::clone(&doc);
+            async move { Json((*doc).clone()) }
+        }),
+    )
+    .route("/docs", axum::routing::get(|| async { Html(DOCS_PAGE) }))
+    .fallback(|| async {
+        ApiError::NotFound("no such endpoint; see /api/v1/openapi.json or /docs".into())
+    })
+}
+
+/// The interactive documentation: a self-contained page (no external
+/// scripts or styles) that reads the OpenAPI document and sends requests.
+const DOCS_PAGE: &str = include_str!("docs.html");
+
+async fn caller(svc: &Service, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    svc.principal(auth).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// A login body, as JSON or as form fields (the old stack took both).
+struct LoginBody(LoginRequest);
+
+impl<S: Send + Sync> FromRequest<S> for LoginBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let bad =
+            |e: String| ApiError::BadRequest(format!("login needs `username` and `password`: {e}"));
+        if json {
+            let Json(body) = Json::<LoginRequest>::from_request(req, state)
+                .await
+                .map_err(|e| bad(e.body_text()))?;
+            Ok(LoginBody(body))
+        } else {
+            let Form(body) = Form::<LoginRequest>::from_request(req, state)
+                .await
+                .map_err(|e| bad(e.body_text()))?;
+            Ok(LoginBody(body))
+        }
+    }
+}
+
+/// Log in: a signed session token that expires (`auth.session_ttl_s`).
+///
+/// Takes JSON or form fields. Attempts are rate-limited per address and
+/// per user; repeated failures lock the user out for a while (429).
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body(content((LoginRequest = "application/json"), (LoginRequest = "application/x-www-form-urlencoded"))),
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn login(
+    State(svc): Svc,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    LoginBody(body): LoginBody,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let ip = peer.ip().to_string();
+    Ok(Json(svc.login(&body.username, &body.password, &ip).await?))
+}
+
+/// Who the token belongs to.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+async fn me(State(svc): Svc, headers: HeaderMap) -> Result<Json<Me>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.me(&p)))
+}
+
+/// API tokens (admin).
+#[utoipa::path(get, path = "/api/v1/auth/tokens", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Vec<CredentialInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_tokens(
+    State(svc): Svc,
+    headers: HeaderMap,
+) -> Result<Json<Vec<CredentialInfo>>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.list_credentials(&p, "api").await?))
+}
+
+/// Mint a long-lived API token (admin). The secret is in this response only.
+#[utoipa::path(post, path = "/api/v1/auth/tokens", tag = "auth", security(("bearer" = [])), request_body = NewToken,
+    responses((status = 201, body = CredentialInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create_token(
+    State(svc): Svc,
+    headers: HeaderMap,
+    req: Result<Json<NewToken>, JsonRejection>,
+) -> Result<(StatusCode, Json<CredentialInfo>), ApiError> {
+    let p = caller(&svc, &headers).await?;
+    let req = json_body(req)?;
+    Ok((StatusCode::CREATED, Json(svc.create_token(&p, req).await?)))
+}
+
+/// Revoke an API token (admin).
+#[utoipa::path(delete, path = "/api/v1/auth/tokens/{id}", tag = "auth", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = CredentialInfo), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn revoke_token(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<CredentialInfo>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.revoke_credential(&p, "api", &id).await?))
+}
+
+/// The JSON body, read after the caller is known: a request without a
+/// valid token gets 401 before any complaint about its body.
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+fn query_params<T: serde::de::DeserializeOwned + Default>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// Search logs, newest (or oldest) first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/logs/search", tag = "logs", security(("bearer" = [])),
+    params(SearchParams),
+    responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn search(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SearchPage>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.search(&p, &query_params(q)?).await?))
+}
+
+/// Live tail as server-sent events: one `log` event per record (its `id`
+/// is the record's cursor), from now, or after `cursor` or `Last-Event-ID`.
+/// Same filters as search; `from`, `to`, `last`, `order` and `limit` do not apply.
+#[utoipa::path(get, path = "/api/v1/logs/tail", tag = "logs", security(("bearer" = [])),
+    params(SearchParams),
+    responses((status = 200, description = "text/event-stream of `log` events, each an Entry", content_type = "text/event-stream"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn tail(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    let mut params = query_params(q)?;
+    if params.cursor.is_none() {
+        params.cursor = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+    }
+    let batches = svc.tail(&p, &params)?;
+    let events = batches.flat_map(|batch| {
+        let events: Vec<Event> = match batch {
+            Ok(entries) => entries
+                .into_iter()
+                .map(|e| {
+                    Event::default()
+                        .event("log")
+                        .id(e.cursor.clone())
+                        .json_data(&e)
+                        .unwrap_or_else(|_| {
+                            Event::default().event("error").data("unencodable record")
+                        })
+                })
+                .collect(),
+            Err(e) => vec![Event::default()
+                .event("error")
+                .json_data(e.body())
+                .unwrap_or_else(|_| Event::default().event("error"))],
+        };
+        stream::iter(events.into_iter().map(Ok))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Fields for autocomplete: first-class columns, and attribute keys seen
+/// per service with their most frequent values (from the catalogue, not a
+/// scan of the logs).
+#[utoipa::path(get, path = "/api/v1/logs/fields", tag = "logs", security(("bearer" = [])),
+    params(FieldsParams),
+    responses((status = 200, body = Vec<FieldInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn fields(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<FieldsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<FieldInfo>>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.fields(&p, &query_params(q)?).await?))
+}
+
+/// Users (global admin).
+#[utoipa::path(get, path = "/api/v1/users", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Vec<UserInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_users(State(svc): Svc, headers: HeaderMap) -> Result<Json<Vec<UserInfo>>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.list_users(&p).await?))
+}
+
+/// Create a user (global admin). Passwords need 12 characters or more.
+#[utoipa::path(post, path = "/api/v1/users", tag = "admin", security(("bearer" = [])), request_body = NewUser,
+    responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_user(
+    State(svc): Svc,
+    headers: HeaderMap,
+    req: Result<Json<NewUser>, JsonRejection>,
+) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
+    let p = caller(&svc, &headers).await?;
+    let req = json_body(req)?;
+    Ok((StatusCode::CREATED, Json(svc.create_user(&p, req).await?)))
+}
+
+/// Change a user's password, role or tenants (global admin).
+#[utoipa::path(patch, path = "/api/v1/users/{username}", tag = "admin", security(("bearer" = [])),
+    params(("username" = String, Path)), request_body = UserUpdate,
+    responses((status = 200, body = UserInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update_user(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Path(username): Path<String>,
+    req: Result<Json<UserUpdate>, JsonRejection>,
+) -> Result<Json<UserInfo>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    let req = json_body(req)?;
+    Ok(Json(svc.update_user(&p, &username, req).await?))
+}
+
+/// Delete a user (global admin); their sessions stop working.
+#[utoipa::path(delete, path = "/api/v1/users/{username}", tag = "admin", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_user(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    svc.delete_user(&p, &username).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Tenants the caller can see.
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Vec<TenantInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_tenants(
+    State(svc): Svc,
+    headers: HeaderMap,
+) -> Result<Json<Vec<TenantInfo>>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.list_tenants(&p).await?))
+}
+
+/// Create a tenant (global admin).
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "admin", security(("bearer" = [])), request_body = NewTenant,
+    responses((status = 201, body = TenantInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_tenant(
+    State(svc): Svc,
+    headers: HeaderMap,
+    req: Result<Json<NewTenant>, JsonRejection>,
+) -> Result<(StatusCode, Json<TenantInfo>), ApiError> {
+    let p = caller(&svc, &headers).await?;
+    let req = json_body(req)?;
+    Ok((StatusCode::CREATED, Json(svc.create_tenant(&p, req).await?)))
+}
+
+/// Delete a tenant (global admin). Its logs stay until retention drops them.
+#[utoipa::path(delete, path = "/api/v1/tenants/{name}", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_tenant(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    svc.delete_tenant(&p, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Agent credentials (global admin).
+#[utoipa::path(get, path = "/api/v1/agents", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Vec<CredentialInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_agents(
+    State(svc): Svc,
+    headers: HeaderMap,
+) -> Result<Json<Vec<CredentialInfo>>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.list_credentials(&p, "agent").await?))
+}
+
+/// Create an agent credential for a tenant (global admin). The secret is in
+/// this response only; put it in the agent's `forward.token_file`.
+#[utoipa::path(post, path = "/api/v1/agents", tag = "admin", security(("bearer" = [])), request_body = NewAgentCredential,
+    responses((status = 201, body = CredentialInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create_agent(
+    State(svc): Svc,
+    headers: HeaderMap,
+    req: Result<Json<NewAgentCredential>, JsonRejection>,
+) -> Result<(StatusCode, Json<CredentialInfo>), ApiError> {
+    let p = caller(&svc, &headers).await?;
+    let req = json_body(req)?;
+    Ok((StatusCode::CREATED, Json(svc.create_agent(&p, req).await?)))
+}
+
+/// Revoke an agent credential (global admin): its batches are refused.
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = CredentialInfo), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn revoke_agent(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<CredentialInfo>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.revoke_credential(&p, "agent", &id).await?))
+}

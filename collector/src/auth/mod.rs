@@ -1,0 +1,457 @@
+//! Who is calling, and what they may do.
+//!
+//! Three kinds of callers present a bearer token:
+//! - users, with a session token from `login` (role and tenants are read
+//!   from the user's record on each request, through a short cache, so a
+//!   change or a deletion applies within `CACHE_TTL`);
+//! - automation, with an API token an admin minted (`lft_…`);
+//! - agents, with an agent credential (`lfa_…`), which can only ship, into
+//!   the one tenant the credential belongs to.
+//!
+//! Roles: `admin` does everything; `analyst` reads logs; `agent` ships.
+//! A caller with `all_tenants` is global; otherwise it sees its tenants only.
+//!
+//! Logins are limited per client address and per username in memory (each
+//! collector), and locked out after repeated failures counted across every
+//! collector from `security_events`, where each failure and lockout is
+//! stored for the security analytics.
+
+pub mod secrets;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use crate::config::AuthConfig;
+use crate::query::sql::{Sql, Value};
+use crate::store::accounts::{CredentialRow, SecurityEvent, UserRow};
+use crate::store::{now_ns, Store, StoreError};
+
+/// How long a credential or user lookup is trusted. Revoking on one
+/// collector applies there at once and on the others within this time.
+pub const CACHE_TTL: Duration = Duration::from_secs(2);
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Analyst,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Analyst => "analyst",
+            Role::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "analyst" => Some(Role::Analyst),
+            "agent" => Some(Role::Agent),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Tenants(Vec<String>),
+}
+
+impl Scope {
+    pub fn of(all_tenants: u8, tenants: &[String]) -> Scope {
+        if all_tenants != 0 {
+            Scope::All
+        } else {
+            Scope::Tenants(tenants.to_vec())
+        }
+    }
+
+    pub fn contains(&self, tenant: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Tenants(t) => t.iter().any(|x| x == tenant),
+        }
+    }
+
+    /// The SQL restricting reads to this scope, narrowed to `only` if given
+    /// (which must be within the scope).
+    pub fn sql(&self, only: Option<&str>) -> Result<Sql, AuthError> {
+        if let Some(t) = only {
+            if !self.contains(t) {
+                return Err(AuthError::Forbidden(format!(
+                    "tenant `{t}` is not one of yours"
+                )));
+            }
+            return Ok(Sql::new("tenant = ?", vec![Value::Str(t.into())]));
+        }
+        Ok(match self {
+            Scope::All => Sql::default(),
+            Scope::Tenants(t) if t.is_empty() => Sql::new("0", vec![]),
+            Scope::Tenants(t) => Sql::new(
+                format!("tenant IN ({})", vec!["?"; t.len()].join(", ")),
+                t.iter().map(|x| Value::Str(x.clone())).collect(),
+            ),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Username, or the credential's name.
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    /// The API token or agent credential used, if any.
+    pub credential_id: Option<String>,
+}
+
+impl Principal {
+    pub fn require_reader(&self) -> Result<(), AuthError> {
+        match self.role {
+            Role::Admin | Role::Analyst => Ok(()),
+            Role::Agent => Err(AuthError::Forbidden(
+                "agent credentials can ship logs, not read them".into(),
+            )),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), AuthError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            _ => Err(AuthError::Forbidden("this needs the admin role".into())),
+        }
+    }
+
+    /// Managing users, tenants and agents needs an admin of all tenants.
+    pub fn require_global_admin(&self) -> Result<(), AuthError> {
+        self.require_admin()?;
+        match self.scope {
+            Scope::All => Ok(()),
+            Scope::Tenants(_) => Err(AuthError::Forbidden(
+                "this needs an admin of all tenants".into(),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("too many login attempts; try again in {retry_after_s} s")]
+    TooManyAttempts { retry_after_s: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn unauthenticated(msg: &str) -> AuthError {
+    AuthError::Unauthenticated(msg.into())
+}
+
+/// A successful login.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub expires_at_s: u64,
+    pub role: Role,
+}
+
+type Cached<T> = Mutex<HashMap<String, (Instant, Option<T>)>>;
+
+#[derive(Debug)]
+pub struct Auth {
+    config: AuthConfig,
+    collector_id: String,
+    key: OnceCell<Vec<u8>>,
+    users: Cached<UserRow>,
+    credentials: Cached<CredentialRow>,
+    attempts: Mutex<Attempts>,
+    /// Verified against when a username is unknown, so that a failed
+    /// login takes as long whether or not the user exists.
+    decoy_hash: String,
+}
+
+fn now_s() -> u64 {
+    now_ns() / 1_000_000_000
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Auth {
+    pub fn new(config: AuthConfig, collector_id: String) -> Auth {
+        Auth {
+            config,
+            collector_id,
+            key: OnceCell::new(),
+            users: Mutex::default(),
+            credentials: Mutex::default(),
+            attempts: Mutex::default(),
+            decoy_hash: secrets::hash_password("decoy password, never valid"),
+        }
+    }
+
+    async fn key(&self, store: &Store) -> Result<&[u8], StoreError> {
+        Ok(self
+            .key
+            .get_or_try_init(|| store.signing_key())
+            .await?
+            .as_slice())
+    }
+
+    /// The caller behind a bearer token (without the `Bearer ` prefix).
+    pub async fn authenticate(&self, store: &Store, token: &str) -> Result<Principal, AuthError> {
+        if secrets::is_session_token(token) {
+            let claims = secrets::verify_session(token, self.key(store).await?, now_s())
+                .map_err(|e| AuthError::Unauthenticated(e.to_string()))?;
+            let user = self
+                .user(store, &claims.sub)
+                .await?
+                .ok_or_else(|| unauthenticated("this user no longer exists"))?;
+            let role =
+                Role::parse(&user.role).ok_or_else(|| unauthenticated("user has no valid role"))?;
+            return Ok(Principal {
+                name: user.username.clone(),
+                role,
+                scope: Scope::of(user.all_tenants, &user.tenants),
+                credential_id: None,
+            });
+        }
+        let cred = self
+            .credential(store, token)
+            .await?
+            .ok_or_else(|| unauthenticated("unknown token"))?;
+        if cred.revoked != 0 {
+            return Err(unauthenticated("this token was revoked"));
+        }
+        if cred.expires_at != 0 && u64::from(cred.expires_at) <= now_s() {
+            return Err(unauthenticated("this token expired"));
+        }
+        let role =
+            Role::parse(&cred.role).ok_or_else(|| unauthenticated("token has no valid role"))?;
+        Ok(Principal {
+            name: cred.name.clone(),
+            role,
+            scope: Scope::of(cred.all_tenants, &cred.tenants),
+            credential_id: Some(cred.id.clone()),
+        })
+    }
+
+    /// The tenant an agent credential ships into.
+    pub async fn authenticate_agent(
+        &self,
+        store: &Store,
+        token: &str,
+    ) -> Result<String, AuthError> {
+        let p = self.authenticate(store, token).await?;
+        match (p.role, &p.scope) {
+            (Role::Agent, Scope::Tenants(t)) if t.len() == 1 => Ok(t[0].clone()),
+            _ => Err(AuthError::Forbidden(
+                "only agent credentials may ship logs".into(),
+            )),
+        }
+    }
+
+    async fn user(&self, store: &Store, username: &str) -> Result<Option<UserRow>, StoreError> {
+        if let Some((at, u)) = lock(&self.users).get(username) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(u.clone());
+            }
+        }
+        let u = store.user(username).await?;
+        lock(&self.users).insert(username.into(), (Instant::now(), u.clone()));
+        Ok(u)
+    }
+
+    async fn credential(
+        &self,
+        store: &Store,
+        secret: &str,
+    ) -> Result<Option<CredentialRow>, StoreError> {
+        let hash = secrets::secret_hash(secret);
+        if let Some((at, c)) = lock(&self.credentials).get(&hash) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(c.clone());
+            }
+        }
+        let c = store.credential_by_hash(&hash).await?;
+        let mut cache = lock(&self.credentials);
+        if cache.len() > 100_000 {
+            // Unknown tokens are cached too; a flood of them must not grow
+            // the cache without bound.
+            cache.clear();
+        }
+        cache.insert(hash, (Instant::now(), c.clone()));
+        Ok(c)
+    }
+
+    /// Forgets cached lookups after a change made through this collector.
+    pub fn invalidate(&self) {
+        lock(&self.users).clear();
+        lock(&self.credentials).clear();
+    }
+
+    pub async fn login(
+        &self,
+        store: &Store,
+        username: &str,
+        password: &str,
+        client_ip: &str,
+    ) -> Result<Session, AuthError> {
+        let limit = self.config.login_attempts_per_minute;
+        if let Some(retry_after_s) = lock(&self.attempts).admit(&[
+            (format!("ip:{client_ip}"), limit * 4),
+            (format!("user:{username}"), limit),
+        ]) {
+            return Err(AuthError::TooManyAttempts { retry_after_s });
+        }
+        let window = self.config.lockout_window_s;
+        let since = now_ns().saturating_sub(window * 1_000_000_000);
+        let (user_failures, ip_failures) = store.login_failures(username, client_ip, since).await?;
+        let user = self.user(store, username).await?;
+        let tenant = user
+            .as_ref()
+            .filter(|u| u.all_tenants == 0 && u.tenants.len() == 1)
+            .map(|u| u.tenants[0].clone())
+            .unwrap_or_default();
+        let event = |kind: &str, detail: String| SecurityEvent {
+            tenant: tenant.clone(),
+            time: now_s() as u32,
+            time_unix_nano: now_ns(),
+            kind: kind.into(),
+            username: username.into(),
+            client_ip: client_ip.into(),
+            detail,
+            collector_id: self.collector_id.clone(),
+        };
+        if user_failures >= self.config.lockout_failures
+            || ip_failures >= self.config.lockout_failures * 4
+        {
+            warn!(
+                username,
+                client_ip, user_failures, ip_failures, "login refused: locked out"
+            );
+            store
+                .record_security_event(&event(
+                    "login_locked",
+                    format!("{user_failures} failures for the user, {ip_failures} from the address in {window} s"),
+                ))
+                .await?;
+            return Err(AuthError::TooManyAttempts {
+                retry_after_s: window,
+            });
+        }
+        let stored = user
+            .as_ref()
+            .map_or(self.decoy_hash.clone(), |u| u.password_hash.clone());
+        let candidate = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&candidate, &stored))
+            .await
+            .unwrap_or(false);
+        let Some(user) = user.filter(|_| ok) else {
+            info!(username, client_ip, "login failed");
+            store
+                .record_security_event(&event(
+                    "login_failed",
+                    "invalid username or password".into(),
+                ))
+                .await?;
+            return Err(unauthenticated("invalid username or password"));
+        };
+        let role =
+            Role::parse(&user.role).ok_or_else(|| unauthenticated("user has no valid role"))?;
+        store
+            .record_security_event(&event("login_succeeded", String::new()))
+            .await?;
+        let iat = now_s();
+        let exp = iat + self.config.session_ttl_s;
+        let token = secrets::sign_session(
+            &secrets::Claims {
+                sub: user.username.clone(),
+                iat,
+                exp,
+            },
+            self.key(store).await?,
+        );
+        Ok(Session {
+            token,
+            expires_at_s: exp,
+            role,
+        })
+    }
+}
+
+/// Login attempts in the last minute, per key.
+#[derive(Debug, Default)]
+struct Attempts {
+    seen: HashMap<String, VecDeque<Instant>>,
+}
+
+impl Attempts {
+    /// Counts an attempt under each key unless one is over its limit; then
+    /// returns the seconds until it is not.
+    fn admit(&mut self, keys: &[(String, u64)]) -> Option<u64> {
+        let now = Instant::now();
+        let minute = Duration::from_secs(60);
+        if self.seen.len() > 100_000 {
+            self.seen
+                .retain(|_, v| v.back().is_some_and(|t| now.duration_since(*t) < minute));
+        }
+        for (key, limit) in keys {
+            let q = self.seen.entry(key.clone()).or_default();
+            while q.front().is_some_and(|t| now.duration_since(*t) >= minute) {
+                q.pop_front();
+            }
+            if q.len() as u64 >= *limit {
+                let oldest = q.front().copied().unwrap_or(now);
+                return Some((minute - now.duration_since(oldest)).as_secs() + 1);
+            }
+        }
+        for (key, _) in keys {
+            self.seen.entry(key.clone()).or_default().push_back(now);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_are_limited_per_key() {
+        let mut a = Attempts::default();
+        let keys = |u: &str| vec![("ip:1".to_string(), 4), (format!("user:{u}"), 2)];
+        assert_eq!(a.admit(&keys("x")), None);
+        assert_eq!(a.admit(&keys("x")), None);
+        assert!(a.admit(&keys("x")).is_some(), "user limit");
+        assert_eq!(a.admit(&keys("y")), None);
+        assert_eq!(a.admit(&keys("y")), None);
+        assert!(a.admit(&keys("z")).is_some(), "address limit");
+    }
+
+    #[test]
+    fn scopes_restrict_reads() {
+        let s = Scope::Tenants(vec!["a".into(), "b".into()]);
+        assert_eq!(s.sql(None).expect("ok").text, "tenant IN (?, ?)");
+        assert_eq!(s.sql(Some("a")).expect("ok").text, "tenant = ?");
+        assert!(matches!(s.sql(Some("c")), Err(AuthError::Forbidden(_))));
+        assert_eq!(Scope::Tenants(vec![]).sql(None).expect("ok").text, "0");
+        assert_eq!(Scope::All.sql(None).expect("ok"), Sql::default());
+    }
+}
