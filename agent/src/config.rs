@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 /// Environment variable that replaces `forward.endpoints` (comma-separated).
 pub const ENV_ENDPOINTS: &str = "LOGFERRY_COLLECTOR_ENDPOINTS";
+pub const ENV_TOKEN_FILE: &str = "LOGFERRY_AGENT_TOKEN_FILE";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -198,6 +199,27 @@ pub struct ForwardConfig {
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
     pub compression: Compression,
+    /// File holding the agent credential (`lfa_…`) the collectors require;
+    /// empty: ship without one (collectors with
+    /// `ingest.require_credentials = false`).
+    pub token_file: String,
+    /// For `https://` endpoints.
+    pub tls: ForwardTls,
+}
+
+/// How the agent checks the collectors and, for mTLS, identifies itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ForwardTls {
+    /// PEM CA bundle that signed the collectors' certificates; empty: the
+    /// system's trusted roots.
+    pub ca_file: String,
+    /// PEM client certificate and key, for collectors that ask for one.
+    pub cert_file: String,
+    pub key_file: String,
+    /// The name the collectors' certificate must carry, when it differs
+    /// from the endpoint's host.
+    pub server_name: String,
 }
 
 impl Default for ForwardConfig {
@@ -212,6 +234,8 @@ impl Default for ForwardConfig {
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
             compression: Compression::Zstd,
+            token_file: String::new(),
+            tls: ForwardTls::default(),
         }
     }
 }
@@ -225,6 +249,9 @@ impl Settings for Config {
                 .filter(|s| !s.is_empty())
                 .map(String::from)
                 .collect();
+        }
+        if let Some(v) = get(ENV_TOKEN_FILE) {
+            self.forward.token_file = v;
         }
     }
 
@@ -309,6 +336,9 @@ impl Settings for Config {
         }
         if f.request_timeout_ms < 1000 {
             p.push("forward.request_timeout_ms: must be at least 1000".into());
+        }
+        if f.tls.cert_file.is_empty() != f.tls.key_file.is_empty() {
+            p.push("forward.tls: cert_file and key_file go together".into());
         }
         p.extend(self.log.problem());
         p

@@ -116,7 +116,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     // Forwarding.
-    let client = Client::new(&config.forward).context("forward.endpoints")?;
+    let client = Client::new(&config.forward)?;
     let forwarder = Forwarder::new(queue.clone(), config.forward.clone(), client, resource);
     let stop_forward = CancellationToken::new();
     let timeout = Duration::from_millis(config.shutdown_timeout_ms);

@@ -1,15 +1,19 @@
 //! The gRPC client to the collectors: one lazily connected channel per
 //! endpoint, a current endpoint, and failover to the next on any failure.
+//! `https://` endpoints use TLS (with a client certificate if configured);
+//! every request carries the agent credential, if one is configured.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use logferry_proto::ingest_service_client::IngestServiceClient;
 use logferry_proto::{ExportRequest, ExportResponse};
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::config::{Compression, ForwardConfig};
+use crate::config::{Compression, ForwardConfig, ForwardTls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -26,14 +30,64 @@ pub struct Client {
     endpoints: Vec<(String, IngestServiceClient<Channel>)>,
     current: AtomicUsize,
     timeout: Duration,
+    /// `Bearer <agent credential>`; never logged.
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+fn tls_config(tls: &ForwardTls) -> anyhow::Result<ClientTlsConfig> {
+    let read = |path: &str| std::fs::read(path).with_context(|| format!("cannot read {path}"));
+    let mut config = ClientTlsConfig::new();
+    config = if tls.ca_file.is_empty() {
+        config.with_native_roots()
+    } else {
+        config.ca_certificate(Certificate::from_pem(read(&tls.ca_file)?))
+    };
+    if !tls.cert_file.is_empty() {
+        config = config.identity(Identity::from_pem(
+            read(&tls.cert_file)?,
+            read(&tls.key_file)?,
+        ));
+    }
+    if !tls.server_name.is_empty() {
+        config = config.domain_name(tls.server_name.clone());
+    }
+    Ok(config)
+}
+
+fn authorization(
+    token_file: &str,
+) -> anyhow::Result<Option<MetadataValue<tonic::metadata::Ascii>>> {
+    if token_file.is_empty() {
+        return Ok(None);
+    }
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read forward.token_file {token_file}"))?;
+    let value = format!("Bearer {}", token.trim())
+        .parse()
+        .ok()
+        .with_context(|| format!("forward.token_file {token_file} holds no valid credential"))?;
+    Ok(Some(value))
 }
 
 impl Client {
-    pub fn new(cfg: &ForwardConfig) -> Result<Client, tonic::transport::Error> {
+    pub fn new(cfg: &ForwardConfig) -> anyhow::Result<Client> {
         let timeout = Duration::from_millis(cfg.request_timeout_ms);
+        let authorization = authorization(&cfg.token_file)?;
+        let tls = if cfg.endpoints.iter().any(|e| e.starts_with("https://")) {
+            Some(tls_config(&cfg.tls).context("forward.tls")?)
+        } else {
+            None
+        };
         let mut endpoints = Vec::new();
         for url in &cfg.endpoints {
-            let channel = Endpoint::from_shared(url.clone())?
+            let mut endpoint = Endpoint::from_shared(url.clone())
+                .with_context(|| format!("forward.endpoints: {url}"))?;
+            if let (true, Some(tls)) = (url.starts_with("https://"), &tls) {
+                endpoint = endpoint
+                    .tls_config(tls.clone())
+                    .with_context(|| format!("TLS for {url}"))?;
+            }
+            let channel = endpoint
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
@@ -54,6 +108,7 @@ impl Client {
             endpoints,
             current: AtomicUsize::new(0),
             timeout,
+            authorization,
         })
     }
 
@@ -66,6 +121,9 @@ impl Client {
         let mut client = client.clone();
         let mut req = tonic::Request::new(request);
         req.set_timeout(self.timeout);
+        if let Some(auth) = &self.authorization {
+            req.metadata_mut().insert("authorization", auth.clone());
+        }
         let result = match tokio::time::timeout(self.timeout, client.export(req)).await {
             Ok(Ok(resp)) => return Ok(resp.into_inner()),
             Ok(Err(status)) => SendError::Status {
