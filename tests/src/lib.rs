@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod api;
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -284,14 +286,37 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 pub struct Collector {
+    /// The ingest port.
     pub port: u16,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub config: PathBuf,
+    pub tls: bool,
     pub proc: Proc,
 }
 
+/// How a test collector guards its ports.
+#[derive(Debug, Clone, Copy)]
+pub struct Security<'a> {
+    /// `ingest.require_credentials`.
+    pub require_credentials: bool,
+    /// The body of the `[tls]` table.
+    pub tls: &'a str,
+    /// More keys for the `[api]` table.
+    pub api: &'a str,
+}
+
+/// Plain text, and agents ship without credentials into tenant `default`.
+pub const OPEN: Security = Security {
+    require_credentials: false,
+    tls: "plaintext = true",
+    api: "",
+};
+
 impl Collector {
-    /// A collector on a free port, storing into `database` of `ch`.
+    /// An open collector on a free port, storing into `database` of `ch`.
     pub fn new(dir: &Path, name: &str, ch: &ClickHouse, database: &str, extra: &str) -> Collector {
-        Collector::on_port(free_port(), dir, name, ch, database, extra)
+        Collector::start(free_port(), dir, name, ch, database, OPEN, extra)
     }
 
     pub fn on_port(
@@ -302,28 +327,100 @@ impl Collector {
         database: &str,
         extra: &str,
     ) -> Collector {
-        let cfg = write_config(
+        Collector::start(port, dir, name, ch, database, OPEN, extra)
+    }
+
+    pub fn start(
+        port: u16,
+        dir: &Path,
+        name: &str,
+        ch: &ClickHouse,
+        database: &str,
+        security: Security,
+        extra: &str,
+    ) -> Collector {
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let config = write_config(
             dir,
             &format!("{name}.toml"),
             &format!(
                 "shutdown_timeout_ms = 5000\n[ingest]\nlisten = \"127.0.0.1:{port}\"\nbatch_deadline_ms = 4000\n\
+                 require_credentials = {}\n\
+                 [api]\nhttp_listen = \"127.0.0.1:{http_port}\"\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\n\
+                 tail_poll_interval_ms = 200\n{}\n[tls]\n{}\n\
                  [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n[log]\nlevel = \"info\"\n{extra}",
+                security.require_credentials,
+                security.api,
+                security.tls,
                 ch.url()
             ),
         );
         let proc = Proc::new(
             name,
             bin("logferry-collector"),
-            vec!["--config".into(), cfg.display().to_string()],
+            vec!["--config".into(), config.display().to_string()],
             dir.join(format!("{name}.log")),
         );
-        let mut c = Collector { port, proc };
+        let mut c = Collector {
+            port,
+            http_port,
+            grpc_port,
+            config,
+            tls: !security.tls.contains("plaintext = true"),
+            proc,
+        };
         c.proc.start();
         c
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme(), self.http_port)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme(), self.grpc_port)
+    }
+
+    /// Runs `logferry-collector bootstrap`, the password on standard input.
+    pub fn bootstrap(
+        &self,
+        username: &str,
+        password: &str,
+        tenant: Option<&str>,
+    ) -> std::process::Output {
+        let mut args = vec![
+            "--config".to_string(),
+            self.config.display().to_string(),
+            "bootstrap".into(),
+            "--username".into(),
+            username.into(),
+        ];
+        if let Some(t) = tenant {
+            args.extend(["--tenant".to_string(), t.to_string()]);
+        }
+        let mut child = Command::new(bin("logferry-collector"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bootstrap starts");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = writeln!(stdin, "{password}");
+        }
+        child.wait_with_output().expect("bootstrap runs")
     }
 }
 
@@ -337,6 +434,17 @@ impl Agent {
     /// An agent following `sources` (TOML `[[sources]]` tables) and shipping
     /// to `endpoints`, with test-friendly timings.
     pub fn new(dir: &Path, endpoints: &[String], sources: &str, extra: &str) -> Agent {
+        Agent::with_forward(dir, endpoints, sources, extra, "")
+    }
+
+    /// `new`, with more keys for the `[forward]` table (`forward_extra`).
+    pub fn with_forward(
+        dir: &Path,
+        endpoints: &[String],
+        sources: &str,
+        extra: &str,
+        forward_extra: &str,
+    ) -> Agent {
         let push_port = free_port();
         let data_dir = dir.join("agent-data");
         let endpoints = endpoints
@@ -351,7 +459,7 @@ impl Agent {
                 "data_dir = \"{}\"\nshutdown_timeout_ms = 5000\n{extra}\n\
                  [push]\nlisten = \"127.0.0.1:{push_port}\"\n\
                  [forward]\nendpoints = [{endpoints}]\nbatch_timeout_ms = 100\nrequest_timeout_ms = 6000\n\
-                 backoff_initial_ms = 50\nbackoff_max_ms = 500\n[tail]\nrotated_grace_ms = 500\n{sources}",
+                 backoff_initial_ms = 50\nbackoff_max_ms = 500\n{forward_extra}\n[tail]\nrotated_grace_ms = 500\n{sources}",
                 data_dir.display()
             ),
         );

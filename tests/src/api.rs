@@ -1,0 +1,335 @@
+//! Clients for the collector's query API in tests: HTTP (reqwest) and gRPC
+//! (the generated `QueryService` client), and test certificates.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// An HTTP client bound to one collector's base URL.
+pub struct Http {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+/// A response: status and JSON body (`Value::Null` if not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Http {
+    pub fn new(base: &str) -> Http {
+        install_crypto();
+        Http {
+            base: base.to_string(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// A client that trusts `ca_pem` (and nothing else).
+    pub fn with_ca(base: &str, ca_pem: &[u8]) -> Http {
+        install_crypto();
+        let ca = reqwest::Certificate::from_pem(ca_pem).expect("ca pem");
+        Http {
+            base: base.to_string(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca)
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// Logs in with JSON; panics unless it succeeds.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let r = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &serde_json::json!({"username": username, "password": password}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "login {username}: {:?}", r.body);
+        r.body["access_token"]
+            .as_str()
+            .expect("a token")
+            .to_string()
+    }
+
+    /// GET /api/v1/logs/search with these query parameters.
+    pub async fn search(&self, token: &str, params: &[(&str, &str)]) -> Reply {
+        let query = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.get(&format!("/api/v1/logs/search?{query}"), Some(token))
+            .await
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Waits until the collector's HTTP port answers and ClickHouse is ready.
+pub async fn wait_ready(http: &Http) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http
+            .client
+            .get(format!("{}/api/v1/auth/me", http.base))
+            .bearer_auth("probe")
+            .send()
+            .await
+        {
+            // An unknown token is 401 once ClickHouse is connected, 503
+            // before.
+            if r.status() == StatusCode::UNAUTHORIZED {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "collector HTTP API never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client
+/// certificate, as PEM files in a directory.
+pub struct Certs {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Certs {
+    pub fn generate(dir: &Path, name: &str) -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        let ca_key = KeyPair::generate().expect("key");
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = KeyPair::generate().expect("key");
+        let server_cert = server
+            .signed_by(&server_key, &ca, &ca_key)
+            .expect("server cert");
+
+        let mut client = CertificateParams::new(vec!["agent.test".to_string()]).expect("params");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = KeyPair::generate().expect("key");
+        let client_cert = client
+            .signed_by(&client_key, &ca, &ca_key)
+            .expect("client cert");
+
+        let write = |file: &str, pem: String| {
+            let path = dir.join(format!("{name}-{file}"));
+            std::fs::write(&path, pem).expect("write pem");
+            path
+        };
+        Certs {
+            ca: write("ca.pem", ca.pem()),
+            server_cert: write("server.pem", server_cert.pem()),
+            server_key: write("server.key", server_key.serialize_pem()),
+            client_cert: write("client.pem", client_cert.pem()),
+            client_key: write("client.key", client_key.serialize_pem()),
+        }
+    }
+
+    /// The `[tls]` table for a collector using these certificates.
+    pub fn collector_tls(&self, client_ca: bool, required: bool) -> String {
+        let mut s = format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+            self.server_cert.display(),
+            self.server_key.display()
+        );
+        if client_ca {
+            s.push_str(&format!(
+                "client_ca_file = \"{}\"\nclient_cert_required = {required}\n",
+                self.ca.display()
+            ));
+        }
+        s
+    }
+}
+
+/// Inserts rows (JSON objects keyed by column) into `database.logs`
+/// through ClickHouse's HTTP interface.
+pub async fn insert_rows(ch_url: &str, database: &str, rows: &[Value]) {
+    let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{ch_url}/?query={}",
+            urlencode(&format!("INSERT INTO {database}.logs FORMAT JSONEachRow"))
+        ))
+        .body(body)
+        .send()
+        .await
+        .expect("insert sent");
+    let status = resp.status();
+    assert!(
+        status.is_success(),
+        "insert failed: {}",
+        resp.text().await.unwrap_or_default()
+    );
+}
+
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+pub const USER_PASSWORD: &str = "analyst password 1234";
+
+/// A private ClickHouse and a collector requiring credentials, with a
+/// bootstrapped global admin, tenants `acme` and `globex`, and users:
+/// `ana` (analyst of acme), `gus` (analyst of globex), `ada` (admin of
+/// acme only).
+pub struct Stack {
+    pub dir: crate::TempDir,
+    pub ch: crate::ClickHouse,
+    pub collector: crate::Collector,
+    pub http: Http,
+    pub admin: String,
+    pub database: String,
+}
+
+impl Stack {
+    /// `api` holds more keys for the collector's `[api]` table.
+    pub async fn start(database: &str, tls: Option<&Certs>, api: &str) -> Stack {
+        let dir = crate::TempDir::new().expect("tempdir");
+        let ch = crate::ClickHouse::start();
+        let tls_section = tls.map_or("plaintext = true".to_string(), |c| {
+            c.collector_tls(true, false)
+        });
+        let collector = crate::Collector::start(
+            crate::free_port(),
+            dir.path(),
+            "collector",
+            &ch,
+            database,
+            crate::Security {
+                require_credentials: true,
+                tls: &tls_section,
+                api,
+            },
+            "",
+        );
+        let http = match tls {
+            Some(c) => Http::with_ca(&collector.http_url(), &std::fs::read(&c.ca).expect("ca")),
+            None => Http::new(&collector.http_url()),
+        };
+        wait_ready(&http).await;
+        let out = collector.bootstrap("root", ADMIN_PASSWORD, Some("acme"));
+        assert!(
+            out.status.success(),
+            "bootstrap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let admin = http.login("root", ADMIN_PASSWORD).await;
+        let r = http
+            .post(
+                "/api/v1/tenants",
+                Some(&admin),
+                &serde_json::json!({"name": "globex"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        for (user, role, tenant) in [
+            ("ana", "analyst", "acme"),
+            ("gus", "analyst", "globex"),
+            ("ada", "admin", "acme"),
+        ] {
+            let r = http
+                .post(
+                    "/api/v1/users",
+                    Some(&admin),
+                    &serde_json::json!({"username": user, "password": USER_PASSWORD, "role": role, "tenants": [tenant]}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        }
+        Stack {
+            dir,
+            ch,
+            collector,
+            http,
+            admin,
+            database: database.to_string(),
+        }
+    }
+
+    /// A new agent credential for `tenant`, written to a file; its path.
+    pub async fn agent_token_file(&self, tenant: &str) -> (String, PathBuf) {
+        let r = self
+            .http
+            .post(
+                "/api/v1/agents",
+                Some(&self.admin),
+                &serde_json::json!({"name": format!("agent-{tenant}"), "tenant": tenant}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let path = self.dir.path().join(format!("{tenant}.token"));
+        std::fs::write(&path, r.body["secret"].as_str().expect("secret")).expect("token file");
+        (r.body["id"].as_str().expect("id").to_string(), path)
+    }
+}
