@@ -10,9 +10,9 @@ cargo build --release --workspace --bins --locked
 bin="$CARGO_TARGET_DIR/release"
 home="${LOGFERRY_HOME:-$PWD/.logferry-local}"
 mkdir -p "$home"/{clickhouse,logs,agent}
-http_port=18123 tcp_port=19000 ingest_port=14320 push_port=14317
+http_port=18123 tcp_port=19000 ingest_port=14320 push_port=14317 api_port=18080 query_port=14321
 
-for port in $http_port $tcp_port $ingest_port $push_port; do
+for port in $http_port $tcp_port $ingest_port $push_port $api_port $query_port; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "run-local: port $port is already in use (another logferry or ClickHouse?); stop it first" >&2
     exit 1
@@ -33,13 +33,43 @@ clickhouse-server --config-file=/etc/clickhouse-server/config.xml -- \
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http_port/ping" >/dev/null && break; sleep 0.2; done
 
+# Local only, on loopback: plain text, said explicitly as the collector
+# requires. Production configs name a certificate (deploy/collector.toml).
 cat >"$home/collector.toml" <<TOML
 [ingest]
 listen = "127.0.0.1:$ingest_port"
+[api]
+http_listen = "127.0.0.1:$api_port"
+grpc_listen = "127.0.0.1:$query_port"
+[tls]
+plaintext = true
 [clickhouse]
 url = "http://127.0.0.1:$http_port"
 database = "logferry"
 TOML
+api="http://127.0.0.1:$api_port"
+"$bin/logferry-collector" --config "$home/collector.toml" >"$home/collector.log" 2>&1 &
+pids+=($!)
+
+# The first admin: bootstrap once, with a random password kept in a
+# private file (there is no default password).
+if [ ! -s "$home/admin-password" ]; then
+  (umask 077; head -c 18 /dev/urandom | base64 >"$home/admin-password")
+  "$bin/logferry-collector" --config "$home/collector.toml" bootstrap --username admin --tenant local \
+    <"$home/admin-password"
+fi
+password="$(cat "$home/admin-password")"
+for _ in $(seq 1 100); do
+  token="$(curl -sf "$api/api/v1/auth/login" --data-urlencode username=admin --data-urlencode "password=$password" \
+    | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')" && [ -n "$token" ] && break
+  sleep 0.2
+done
+# The agent ships with its own credential, into tenant "local".
+if [ ! -s "$home/agent.token" ]; then
+  (umask 077; curl -sf "$api/api/v1/agents" -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' -d '{"name": "local-agent", "tenant": "local"}' \
+    | sed -n 's/.*"secret":"\([^"]*\)".*/\1/p' >"$home/agent.token")
+fi
 cat >"$home/agent.toml" <<TOML
 data_dir = "$home/agent"
 [[sources]]
@@ -50,9 +80,8 @@ service = "fast-users-api"
 listen = "127.0.0.1:$push_port"
 [forward]
 endpoints = ["http://127.0.0.1:$ingest_port"]
+token_file = "$home/agent.token"
 TOML
-"$bin/logferry-collector" --config "$home/collector.toml" >"$home/collector.log" 2>&1 &
-pids+=($!)
 "$bin/logferry-agent" --config "$home/agent.toml" >"$home/agent.log" 2>&1 &
 pids+=($!)
 "$bin/sample-writer" "$home/logs/app.log" 50 &
@@ -64,9 +93,16 @@ logferry is running (Ctrl-C stops everything):
   sample logs     $home/logs/app.log   (50 lines/s)
   agent           $home/agent.toml, log $home/agent.log, gRPC push on 127.0.0.1:$push_port
   collector       $home/collector.toml, log $home/collector.log, ingest on 127.0.0.1:$ingest_port
+  query API       $api/docs (interactive), $api/api/v1/openapi.json, gRPC on 127.0.0.1:$query_port
+  admin login     user admin, password in $home/admin-password
   ClickHouse      http://127.0.0.1:$http_port  (native port $tcp_port)
 
-Look at the logs as they arrive:
+Search and tail through the API:
+  token=\$(curl -s $api/api/v1/auth/login --data-urlencode username=admin --data-urlencode "password=\$(cat $home/admin-password)" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  curl -s -H "Authorization: Bearer \$token" "$api/api/v1/logs/search?q=level:error&limit=5"
+  curl -sN -H "Authorization: Bearer \$token" "$api/api/v1/logs/tail?q=status:>=500"
+
+Or in ClickHouse directly:
   clickhouse-client --port $tcp_port --query "SELECT count() FROM logferry.logs"
   clickhouse-client --port $tcp_port --query "SELECT timestamp, severity_text, http_status, duration_ms, body FROM logferry.logs ORDER BY timestamp DESC LIMIT 10"
   clickhouse-client --port $tcp_port --query "SELECT http_path, count(), quantile(0.95)(duration_ms) FROM logferry.logs GROUP BY http_path"
