@@ -99,8 +99,9 @@ logferry is running (Ctrl-C stops everything):
 
 Search and tail through the API:
   token=\$(curl -s $api/api/v1/auth/login --data-urlencode username=admin --data-urlencode "password=\$(cat $home/admin-password)" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
-  curl -s -H "Authorization: Bearer \$token" "$api/api/v1/logs/search?q=level:error&limit=5"
-  curl -sN -H "Authorization: Bearer \$token" "$api/api/v1/logs/tail?q=status:>=500"
+  curl -s -G -H "Authorization: Bearer \$token" $api/api/v1/logs/search --data-urlencode 'q=level:error -path:/health' -d limit=5
+  curl -sN -G -H "Authorization: Bearer \$token" $api/api/v1/logs/tail --data-urlencode 'q=status:>=500'
+
 
 Or in ClickHouse directly:
   clickhouse-client --port $tcp_port --query "SELECT count() FROM logferry.logs"

@@ -428,6 +428,9 @@ impl Service {
             agent_id: String::new(),
             seq: 0,
         });
+        // A tail's cursors resume a tail; given to a search, they page
+        // through the hour before the tail started.
+        let range = (plan.from_ns, plan.to_ns);
         let store = self.store()?;
         let (tx, rx) = mpsc::channel(4);
         let service = Arc::clone(self);
@@ -457,7 +460,7 @@ impl Service {
                         continue;
                     }
                     newest = newest.max(r.time_unix_nano.min(now_ns()));
-                    let cursor = query::encode_cursor(&key, key.time_unix_nano, u64::MAX);
+                    let cursor = query::encode_cursor(&key, range.0, range.1);
                     sent.insert(key);
                     batch.push(entry(r, cursor));
                 }
