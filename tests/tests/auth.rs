@@ -500,6 +500,38 @@ async fn agents_ship_with_credentials_into_their_tenant_and_tail_sees_lines_with
             .map(|i| format!("tail probe {i}"))
             .collect::<Vec<_>>()
     );
+    // A tail resumed after probe 1 (as a browser does with Last-Event-ID)
+    // gets the later probes at once.
+    let id = buffer
+        .split("\n\n")
+        .find(|event| event.contains("tail probe 1"))
+        .and_then(|event| event.lines().find_map(|l| l.strip_prefix("id: ")))
+        .expect("probe 1 has an id")
+        .to_string();
+    let resp = http
+        .client
+        .get(format!("{}/api/v1/logs/tail?service=checkout", http.base))
+        .bearer_auth(&ana)
+        .header("Last-Event-ID", &id)
+        .send()
+        .await
+        .expect("tail");
+    let mut resumed = resp.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("tail probe 4") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+            .await
+            .expect("resumed tail answers")
+            .expect("open")
+            .expect("chunk");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        !text.contains("tail probe 1") && !text.contains("tail probe 0"),
+        "{text}"
+    );
+    assert!(text.contains("tail probe 2") && text.contains("tail probe 3"));
+
     let stored = stack
         .ch
         .query("SELECT DISTINCT tenant FROM shipping.logs FORMAT TSV");
