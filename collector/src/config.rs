@@ -86,6 +86,8 @@ pub struct ApiConfig {
     /// How far back a tail looks again for records that arrived late (a
     /// slow agent, a retried batch).
     pub tail_lookback_ms: u64,
+    /// Live tails served at once; more are refused (429).
+    pub max_tails: usize,
 }
 
 impl Default for ApiConfig {
@@ -97,6 +99,7 @@ impl Default for ApiConfig {
             max_rows_to_read: 2_000_000_000,
             tail_poll_interval_ms: 500,
             tail_lookback_ms: 10_000,
+            max_tails: 64,
         }
     }
 }
@@ -238,8 +241,8 @@ impl Settings for Config {
         if self.api.max_execution_time_ms < 1000 {
             p.push("api.max_execution_time_ms: must be at least 1000".into());
         }
-        if self.api.tail_poll_interval_ms == 0 {
-            p.push("api.tail_poll_interval_ms: must be positive".into());
+        if self.api.tail_poll_interval_ms == 0 || self.api.max_tails == 0 {
+            p.push("api.tail_poll_interval_ms and api.max_tails: must be positive".into());
         }
         if self.auth.session_ttl_s < 60 {
             p.push("auth.session_ttl_s: must be at least 60".into());

@@ -129,7 +129,7 @@ pub async fn wait_ready(http: &Http) {
         if let Ok(r) = http
             .client
             .get(format!("{}/api/v1/auth/me", http.base))
-            .bearer_auth("probe")
+            .bearer_auth("lft_probe")
             .send()
             .await
         {

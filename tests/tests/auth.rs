@@ -241,6 +241,26 @@ async fn authorization_matrix() {
         r.body
     );
 
+    // A new password ends the sessions opened with the old one.
+    let gus = http.login("gus", USER_PASSWORD).await;
+    let r = http
+        .call(
+            Method::PATCH,
+            "/api/v1/users/gus",
+            Some(&admin),
+            Some(&json!({"password": "a brand new passphrase"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = http.get("/api/v1/auth/me", Some(&gus)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.body.to_string().contains("password changed"),
+        "{}",
+        r.body
+    );
+    http.login("gus", "a brand new passphrase").await;
+
     // A deleted user's session stops working.
     let r = http
         .call(Method::DELETE, "/api/v1/users/ana", Some(&admin), None)
@@ -574,4 +594,38 @@ fn append(path: &std::path::Path, text: &str) {
         .open(path)
         .expect("open log");
     f.write_all(text.as_bytes()).expect("append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_tails_are_bounded_per_collector() {
+    let stack = Stack::start("tails", None, "max_tails = 1").await;
+    let http = &stack.http;
+    let open = |token: String| {
+        let client = http.client.clone();
+        let url = format!("{}/api/v1/logs/tail", http.base);
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("tail")
+        }
+    };
+    let first = open(stack.admin.clone()).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = open(stack.admin.clone()).await;
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(first);
+    // The slot frees once the first tail's client has gone.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let status = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(open(stack.admin.clone()))
+            })
+            .status();
+            status == StatusCode::OK
+        }),
+        "the tail slot was never released"
+    );
 }

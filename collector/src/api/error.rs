@@ -20,6 +20,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A bounded resource (live tails) is exhausted; fails fast.
+    #[error("{0}")]
+    Busy(String),
     #[error("the collector is still connecting to clickhouse; retry later")]
     Starting,
     #[error(transparent)]
@@ -69,6 +72,11 @@ impl ApiError {
             ),
             ApiError::NotFound(_) => map(StatusCode::NOT_FOUND, Code::NotFound, "not_found"),
             ApiError::Conflict(_) => map(StatusCode::CONFLICT, Code::AlreadyExists, "conflict"),
+            ApiError::Busy(_) => map(
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::ResourceExhausted,
+                "busy",
+            ),
             ApiError::Store(StoreError::TooExpensive) => map(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Code::FailedPrecondition,
@@ -132,8 +140,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// `unauthenticated`, `forbidden`, `too_many_attempts`, `invalid_query`,
-    /// `invalid_request`, `not_found`, `conflict`, `query_too_expensive`
-    /// or `unavailable`.
+    /// `invalid_request`, `not_found`, `conflict`, `busy`,
+    /// `query_too_expensive` or `unavailable`.
     pub code: &'static str,
     pub message: String,
     /// For `invalid_query`: the character position of the mistake.
@@ -186,6 +194,7 @@ mod tests {
             ApiError::BadRequest("x".into()),
             ApiError::NotFound("x".into()),
             ApiError::Conflict("x".into()),
+            ApiError::Busy("x".into()),
             ApiError::Store(StoreError::TooExpensive),
             ApiError::Starting,
         ];

@@ -294,6 +294,7 @@ pub struct Service {
     store: watch::Receiver<Option<Store>>,
     auth: Arc<Auth>,
     config: ApiConfig,
+    tails: Arc<tokio::sync::Semaphore>,
 }
 
 impl Service {
@@ -305,6 +306,7 @@ impl Service {
         Service {
             store,
             auth,
+            tails: Arc::new(tokio::sync::Semaphore::new(config.max_tails)),
             config,
         }
     }
@@ -404,8 +406,9 @@ impl Service {
     /// cursor, in batches, until the stream is dropped.
     ///
     /// Records reach ClickHouse out of time order (agents ship in batches,
-    /// a retried batch lands late), so each poll looks `tail_lookback_ms`
-    /// behind the newest record sent and skips the ones already sent.
+    /// a retried batch lands late), so once caught up each poll looks
+    /// `tail_lookback_ms` behind the present and skips the records already
+    /// sent. At most `api.max_tails` run at once on a collector.
     pub fn tail(
         self: &Arc<Self>,
         p: &Principal,
@@ -433,12 +436,18 @@ impl Service {
         let range = (plan.from_ns, plan.to_ns);
         let store = self.store()?;
         let (tx, rx) = mpsc::channel(4);
+        let permit = Arc::clone(&self.tails).try_acquire_owned().map_err(|_| {
+            ApiError::Busy(format!(
+                "this collector already serves {} live tails; try again later",
+                self.config.max_tails
+            ))
+        })?;
         let service = Arc::clone(self);
         tokio::spawn(async move {
+            let _permit = permit;
             let poll = Duration::from_millis(service.config.tail_poll_interval_ms);
             let lookback = service.config.tail_lookback_ms * 1_000_000;
-            let mut newest = start.time_unix_nano;
-            let mut since = newest.saturating_sub(lookback);
+            let mut since = start.time_unix_nano.saturating_sub(lookback);
             let mut sent: BTreeSet<Key> = BTreeSet::new();
             loop {
                 let rows = match store
@@ -459,7 +468,6 @@ impl Service {
                     if key <= start || sent.contains(&key) {
                         continue;
                     }
-                    newest = newest.max(r.time_unix_nano.min(now_ns()));
                     let cursor = query::encode_cursor(&key, range.0, range.1);
                     sent.insert(key);
                     batch.push(entry(r, cursor));
@@ -467,14 +475,17 @@ impl Service {
                 if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
                     return;
                 }
-                let floor = newest.saturating_sub(lookback);
-                sent.retain(|k| k.time_unix_nano >= floor);
-                if full {
+                since = match (full, last_time) {
                     // More than a page waits: go on from its last record.
-                    since = last_time.unwrap_or(floor).max(floor);
+                    (true, Some(t)) => t,
+                    // Caught up: look `lookback` behind the present for
+                    // records that land late.
+                    _ => now_ns().saturating_sub(lookback).max(since),
+                };
+                sent.retain(|k| k.time_unix_nano >= since);
+                if full {
                     continue;
                 }
-                since = floor;
                 tokio::select! {
                     _ = tx.closed() => return,
                     _ = tokio::time::sleep(poll) => {}

@@ -223,6 +223,9 @@ impl Auth {
                 .user(store, &claims.sub)
                 .await?
                 .ok_or_else(|| unauthenticated("this user no longer exists"))?;
+            if secrets::password_tag(&user.password_hash) != claims.pwd {
+                return Err(unauthenticated("the password changed; log in again"));
+            }
             let role =
                 Role::parse(&user.role).ok_or_else(|| unauthenticated("user has no valid role"))?;
             return Ok(Principal {
@@ -231,6 +234,13 @@ impl Auth {
                 scope: Scope::of(user.all_tenants, &user.tenants),
                 credential_id: None,
             });
+        }
+        if !(token.starts_with(secrets::API_TOKEN_PREFIX)
+            || token.starts_with(secrets::AGENT_TOKEN_PREFIX))
+        {
+            return Err(unauthenticated(
+                "not a logferry token (session lfs., API lft_, agent lfa_)",
+            ));
         }
         let cred = self
             .credential(store, token)
@@ -385,6 +395,7 @@ impl Auth {
                 sub: user.username.clone(),
                 iat,
                 exp,
+                pwd: secrets::password_tag(&user.password_hash),
             },
             self.key(store).await?,
         );

@@ -63,6 +63,15 @@ pub struct Claims {
     /// Issued and expiry times, seconds since the epoch.
     pub iat: u64,
     pub exp: u64,
+    /// `password_tag` of the password the session was opened with: a new
+    /// password ends every session opened with the old one.
+    #[serde(default)]
+    pub pwd: String,
+}
+
+/// A short tag of a stored password hash (not of the password).
+pub fn password_tag(password_hash: &str) -> String {
+    hex::encode(&Sha256::digest(password_hash.as_bytes())[..8])
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +145,7 @@ mod tests {
             sub: "alice".into(),
             iat: 100,
             exp: 200,
+            pwd: password_tag("$argon2id$..."),
         };
         let token = sign_session(&claims, key);
         assert!(is_session_token(&token));
