@@ -375,9 +375,10 @@ impl Service {
         params: &SearchParams,
     ) -> Result<SearchPage, ApiError> {
         p.require_reader()?;
-        let plan = params.plan(now_ns())?;
+        let store = self.store()?;
+        let plan = params.plan(now_ns(), store.dialect())?;
         let scope = p.scope.sql(plan.tenant.as_deref())?;
-        let rows = self.store()?.search(&plan, &scope, self.limits()).await?;
+        let rows = store.search(&plan, &scope, self.limits()).await?;
         let next_cursor = (rows.len() == plan.limit as usize)
             .then(|| rows.last().map(|r| plan.cursor(&key_of(r))))
             .flatten();
@@ -415,13 +416,14 @@ impl Service {
         params: &SearchParams,
     ) -> Result<ReceiverStream<Result<Vec<Entry>, ApiError>>, ApiError> {
         p.require_reader()?;
+        let store = self.store()?;
         let now = now_ns();
         let plan = SearchParams {
             limit: None,
             order: None,
             ..params.clone()
         }
-        .plan(now)?;
+        .plan(now, store.dialect())?;
         let filter = Sql::and(vec![
             p.scope.sql(plan.tenant.as_deref())?,
             plan.filter.clone(),
@@ -434,7 +436,6 @@ impl Service {
         // A tail's cursors resume a tail; given to a search, they page
         // through the hour before the tail started.
         let range = (plan.from_ns, plan.to_ns);
-        let store = self.store()?;
         let (tx, rx) = mpsc::channel(4);
         let permit = Arc::clone(&self.tails).try_acquire_owned().map_err(|_| {
             ApiError::Busy(format!(

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use sql::{Sql, Value};
+use sql::{Dialect, Sql};
 use syntax::{Expr, Op, Term};
 
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -201,12 +201,13 @@ fn shorthand(field: &str, values: &str) -> Expr {
 }
 
 impl SearchParams {
-    /// Validates the parameters into a plan; `now_ns` is the default end.
-    pub fn plan(&self, now_ns: u64) -> Result<Plan, QueryError> {
+    /// Validates the parameters into a plan for a server speaking `d`;
+    /// `now_ns` is the default end.
+    pub fn plan(&self, now_ns: u64, d: Dialect) -> Result<Plan, QueryError> {
         let mut parts = Vec::new();
         if let Some(q) = nonempty(&self.q) {
             if let Some(expr) = syntax::parse(q)? {
-                parts.push(sql::to_sql(&expr)?);
+                parts.push(sql::to_sql(&expr, d)?);
             }
         }
         let shorthands = [
@@ -219,17 +220,14 @@ impl SearchParams {
         ];
         for (field, value) in shorthands {
             if let Some(v) = nonempty(value) {
-                let sql = sql::to_sql(&shorthand(field, v)).map_err(|e| match e {
+                let sql = sql::to_sql(&shorthand(field, v), d).map_err(|e| match e {
                     QueryError::Invalid { message, .. } => invalid(format!("{field}: {message}")),
                 })?;
                 parts.push(sql);
             }
         }
         if let Some(text) = nonempty(&self.text) {
-            parts.push(Sql::new(
-                "positionCaseInsensitiveUTF8(body, ?) > 0",
-                vec![Value::Str(text.into())],
-            ));
+            parts.push(sql::text_contains(text, d));
         }
         let order = match nonempty(&self.order) {
             None | Some("newest" | "desc") => Order::Newest,
@@ -286,7 +284,9 @@ mod tests {
 
     #[test]
     fn defaults_are_the_last_hour_newest_first() {
-        let plan = SearchParams::default().plan(NOW).expect("valid");
+        let plan = SearchParams::default()
+            .plan(NOW, Dialect::default())
+            .expect("valid");
         assert_eq!((plan.from_ns, plan.to_ns), (NOW - HOUR_NS, NOW));
         assert_eq!((plan.order, plan.limit), (Order::Newest, DEFAULT_LIMIT));
         assert_eq!(plan.filter, Sql::default());
@@ -303,7 +303,7 @@ mod tests {
             to: Some("2026-01-31T12:00:00Z".into()),
             ..SearchParams::default()
         };
-        let plan = params.plan(NOW).expect("valid");
+        let plan = params.plan(NOW, Dialect::default()).expect("valid");
         assert_eq!(plan.to_ns - plan.from_ns, 15 * 60 * 1_000_000_000);
         assert_eq!(plan.to_ns, 1_769_860_800_000_000_000);
         assert!(plan.filter.text.starts_with("(http_status >= ?) AND ("));
@@ -323,7 +323,7 @@ mod tests {
             last: Some("1d".into()),
             ..SearchParams::default()
         }
-        .plan(NOW)
+        .plan(NOW, Dialect::default())
         .expect("valid");
         assert_eq!((plan.from_ns, plan.to_ns, plan.after), (1, 10, Some(key)));
     }
@@ -370,7 +370,7 @@ mod tests {
             },
         ];
         for p in bad {
-            assert!(p.plan(NOW).is_err(), "{p:?}");
+            assert!(p.plan(NOW, Dialect::default()).is_err(), "{p:?}");
         }
     }
 }

@@ -8,6 +8,15 @@
 use super::syntax::{Expr, Op, Term};
 use super::QueryError;
 
+/// What the server offers that the SQL may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dialect {
+    /// The n-gram bloom filter on `lowerUTF8(body)` (migration 4): text
+    /// search is written as `lowerUTF8(body) LIKE '%…%'` so it can skip
+    /// granules; without it, `positionCaseInsensitiveUTF8` is faster.
+    pub body_ngrams: bool,
+}
+
 /// A value bound to a `?` placeholder, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -149,15 +158,16 @@ pub fn severity_floor(level: &str) -> Option<u64> {
     })
 }
 
-pub fn to_sql(expr: &Expr) -> Result<Sql, QueryError> {
+pub fn to_sql(expr: &Expr, d: Dialect) -> Result<Sql, QueryError> {
+    let all = |parts: &[Expr]| parts.iter().map(|p| to_sql(p, d)).collect::<Result<_, _>>();
     Ok(match expr {
-        Expr::And(parts) => join(parts.iter().map(to_sql).collect::<Result<_, _>>()?, " AND "),
-        Expr::Or(parts) => join(parts.iter().map(to_sql).collect::<Result<_, _>>()?, " OR "),
+        Expr::And(parts) => join(all(parts)?, " AND "),
+        Expr::Or(parts) => join(all(parts)?, " OR "),
         Expr::Not(inner) => {
-            let inner = to_sql(inner)?;
+            let inner = to_sql(inner, d)?;
             Sql::new(format!("NOT ({})", inner.text), inner.binds)
         }
-        Expr::Term(t) => term(t)?,
+        Expr::Term(t) => term(t, d)?,
     })
 }
 
@@ -178,9 +188,9 @@ fn bad(t: &Term, message: String) -> QueryError {
     }
 }
 
-fn term(t: &Term) -> Result<Sql, QueryError> {
+fn term(t: &Term, d: Dialect) -> Result<Sql, QueryError> {
     let Some(field) = &t.field else {
-        return Ok(contains("body", &t.value));
+        return Ok(text_contains(&t.value, d));
     };
     let attr_key = field
         .strip_prefix("attr.")
@@ -195,7 +205,7 @@ fn term(t: &Term) -> Result<Sql, QueryError> {
     };
     let kind = kind_of(column);
     match (kind, t.op) {
-        (Kind::Text, Op::Eq) => Ok(contains(column, &t.value)),
+        (Kind::Text, Op::Eq) => Ok(text_contains(&t.value, d)),
         (Kind::Str, Op::Eq) => Ok(string_eq(column, t)),
         (Kind::Str | Kind::Text, _) => Err(bad(
             t,
@@ -258,26 +268,33 @@ fn term(t: &Term) -> Result<Sql, QueryError> {
     }
 }
 
-fn contains(column: &str, needle: &str) -> Sql {
-    Sql::new(
-        format!("positionCaseInsensitiveUTF8({column}, ?) > 0"),
-        vec![Value::Str(needle.to_string())],
-    )
+/// The message contains `needle`, in any case.
+pub fn text_contains(needle: &str, d: Dialect) -> Sql {
+    if d.body_ngrams {
+        let pattern = format!("%{}%", like_escape(&needle.to_lowercase()));
+        Sql::new("lowerUTF8(body) LIKE ?", vec![Value::Str(pattern)])
+    } else {
+        Sql::new(
+            "positionCaseInsensitiveUTF8(body, ?) > 0",
+            vec![Value::Str(needle.to_string())],
+        )
+    }
 }
 
-fn like_pattern(value: &str) -> String {
+fn like_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     for c in value.chars() {
-        match c {
-            '*' => out.push('%'),
-            '%' | '_' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
         }
+        out.push(c);
     }
     out
+}
+
+/// A `*` wildcard pattern as a LIKE pattern.
+fn like_pattern(value: &str) -> String {
+    like_escape(value).replace('*', "%")
 }
 
 fn string_eq(column: &str, t: &Term) -> Sql {
@@ -345,7 +362,11 @@ mod tests {
     use crate::query::syntax::parse;
 
     fn sql(q: &str) -> Sql {
-        let s = to_sql(&parse(q).expect("parses").expect("not empty")).expect("translates");
+        let s = to_sql(
+            &parse(q).expect("parses").expect("not empty"),
+            Dialect::default(),
+        )
+        .expect("translates");
         assert_eq!(
             s.text.matches('?').count(),
             s.binds.len(),
@@ -389,6 +410,29 @@ mod tests {
     }
 
     #[test]
+    fn text_search_uses_the_ngram_index_where_there_is_one() {
+        let expr = parse(r#""50% OFF_now" message:Timeout"#)
+            .expect("parses")
+            .expect("not empty");
+        let modern = to_sql(&expr, Dialect { body_ngrams: true }).expect("translates");
+        assert_eq!(
+            modern.text,
+            "(lowerUTF8(body) LIKE ?) AND (lowerUTF8(body) LIKE ?)"
+        );
+        assert_eq!(
+            modern.binds,
+            vec![
+                Value::Str("%50\\% off\\_now%".into()),
+                Value::Str("%timeout%".into())
+            ]
+        );
+        let old = to_sql(&expr, Dialect::default()).expect("translates");
+        assert!(old
+            .text
+            .starts_with("(positionCaseInsensitiveUTF8(body, ?) > 0)"));
+    }
+
+    #[test]
     fn user_text_never_reaches_the_sql() {
         for q in [
             r#"service:"x' OR 1=1 --""#,
@@ -411,7 +455,11 @@ mod tests {
             ("path:>/a", 0),
             ("x attr.n>big", 2),
         ] {
-            let e = to_sql(&parse(q).expect("parses").expect("not empty")).expect_err(q);
+            let e = to_sql(
+                &parse(q).expect("parses").expect("not empty"),
+                Dialect::default(),
+            )
+            .expect_err(q);
             assert!(
                 matches!(e, QueryError::Invalid { pos: Some(p), .. } if p == pos),
                 "{q}: {e:?}"

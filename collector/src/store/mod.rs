@@ -174,6 +174,14 @@ impl Store {
         Ok(store)
     }
 
+    /// What the SQL of searches may use on this server (its migrations
+    /// ran at `open`).
+    pub fn dialect(&self) -> crate::query::sql::Dialect {
+        crate::query::sql::Dialect {
+            body_ngrams: self.version >= schema::BODY_NGRAMS,
+        }
+    }
+
     fn sql(&self, template: &str) -> String {
         template.replace("{db}", &format!("`{}`", self.database))
     }

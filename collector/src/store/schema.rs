@@ -187,7 +187,24 @@ pub const MIGRATIONS: &[Migration] = &[
             GROUP BY tenant, service, day, attr_key, attr_value",
         ],
     },
+    Migration {
+        version: 4,
+        name: "n-gram index for text search",
+        requires: Some(BODY_NGRAMS),
+        statements: &[
+            // Free text is searched as `lowerUTF8(body) LIKE '%…%'` on
+            // servers with this index (`Store::dialect`). It covers parts
+            // written after it was added.
+            "ALTER TABLE {db}.logs ADD INDEX IF NOT EXISTS idx_body_ngrams lowerUTF8(body) TYPE ngrambf_v1(3, 65536, 2, 0) GRANULARITY 4",
+        ],
+    },
 ];
+
+/// The server version from which migration 4 (the body n-gram index) runs.
+pub const BODY_NGRAMS: ServerVersion = ServerVersion {
+    major: 22,
+    minor: 8,
+};
 
 pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
     version UInt32,
@@ -220,7 +237,7 @@ mod tests {
         assert_eq!(pending(&[1, 3], old).count(), 0);
         assert_eq!(
             pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(),
-            vec![2, 3]
+            vec![2, 3, 4]
         );
         assert_eq!(ServerVersion::parse("garbage"), None);
     }
