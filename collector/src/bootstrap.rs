@@ -9,6 +9,7 @@ use std::io::BufRead;
 use anyhow::Context;
 
 use crate::api::service::{new_user_row, tenant_row, NewUser};
+use crate::auth::secrets::Secret;
 use crate::auth::Role;
 use crate::config::Config;
 use crate::store::Store;
@@ -64,7 +65,7 @@ pub async fn run(config: Config, args: &clap::ArgMatches) -> anyhow::Result<()> 
     }
     let row = new_user_row(NewUser {
         username: username.clone(),
-        password,
+        password: Secret(password),
         role: Role::Admin,
         tenants: Vec::new(),
         all_tenants: true,

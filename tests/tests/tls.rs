@@ -38,6 +38,25 @@ fn forward_tls(token: &Path, ca: &Path, client: Option<&Certs>) -> String {
     s
 }
 
+/// A second collector on the stack's ClickHouse that requires client
+/// certificates signed by `certs`' CA.
+fn strict_collector(stack: &Stack, certs: &Certs, database: &str) -> Collector {
+    let tls = certs.collector_tls(true, true);
+    Collector::start(
+        logferry_e2e::free_port(),
+        stack.dir.path(),
+        "strict",
+        &stack.ch,
+        database,
+        Security {
+            require_credentials: true,
+            tls: &tls,
+            api: "",
+        },
+        "",
+    )
+}
+
 fn stored(stack: &Stack, name: &str) -> u64 {
     stack.ch.count(&format!(
         "SELECT count() FROM {}.logs WHERE file_path LIKE '%/{name}.log'",
@@ -68,20 +87,7 @@ async fn agents_ship_over_tls_and_mtls() {
     );
 
     // A second collector that requires client certificates.
-    let tls = certs.collector_tls(true, true);
-    let strict = Collector::start(
-        logferry_e2e::free_port(),
-        dir,
-        "strict",
-        &stack.ch,
-        "tls",
-        Security {
-            require_credentials: true,
-            tls: &tls,
-            api: "",
-        },
-        "",
-    );
+    let strict = strict_collector(&stack, &certs, "tls");
     let mut without = agent(
         dir,
         "nocert",
@@ -189,20 +195,7 @@ async fn plain_text_and_wrong_certificates_are_refused() {
     );
     assert_eq!(stored(&stack, "wrongca"), 0);
     a.proc.terminate();
-    let tls = certs.collector_tls(true, true);
-    let strict = Collector::start(
-        logferry_e2e::free_port(),
-        dir,
-        "strict",
-        &stack.ch,
-        "wrong",
-        Security {
-            require_credentials: true,
-            tls: &tls,
-            api: "",
-        },
-        "",
-    );
+    let strict = strict_collector(&stack, &certs, "wrong");
     let mut b = agent(
         dir,
         "foreigncert",

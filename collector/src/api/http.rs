@@ -25,6 +25,7 @@ use utoipa_axum::routes;
 use super::error::ErrorBody;
 use super::service::*;
 use super::ApiError;
+use crate::auth::secrets::Secret;
 use crate::auth::Principal;
 use crate::query::SearchParams;
 
@@ -101,7 +102,8 @@ async fn caller(svc: &Service, headers: &HeaderMap) -> Result<Principal, ApiErro
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
     pub username: String,
-    pub password: String,
+    #[schema(value_type = String)]
+    pub password: Secret,
 }
 
 /// A login body, as JSON or as form fields (the old stack took both).
@@ -145,7 +147,10 @@ async fn login(
     LoginBody(body): LoginBody,
 ) -> Result<Json<LoginResponse>, ApiError> {
     let ip = peer.ip().to_string();
-    Ok(Json(svc.login(&body.username, &body.password, &ip).await?))
+    Ok(Json(
+        svc.login(&body.username, body.password.expose(), &ip)
+            .await?,
+    ))
 }
 
 /// Who the token belongs to.

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 
 use super::ApiError;
-use crate::auth::secrets::{self, AGENT_TOKEN_PREFIX, API_TOKEN_PREFIX};
+use crate::auth::secrets::{self, Secret, AGENT_TOKEN_PREFIX, API_TOKEN_PREFIX};
 use crate::auth::{Auth, AuthError, Principal, Role, Scope};
 use crate::config::ApiConfig;
 use crate::query::sql::Sql;
@@ -146,7 +146,8 @@ pub struct FieldsParams {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LoginResponse {
-    pub access_token: String,
+    #[schema(value_type = String)]
+    pub access_token: Secret,
     /// Always `bearer`.
     pub token_type: &'static str,
     /// Unix seconds.
@@ -166,7 +167,8 @@ pub struct Me {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct NewUser {
     pub username: String,
-    pub password: String,
+    #[schema(value_type = String)]
+    pub password: Secret,
     pub role: Role,
     #[serde(default)]
     pub tenants: Vec<String>,
@@ -177,7 +179,8 @@ pub struct NewUser {
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct UserUpdate {
-    pub password: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Secret>,
     pub role: Option<Role>,
     pub tenants: Option<Vec<String>>,
     pub all_tenants: Option<bool>,
@@ -239,10 +242,11 @@ pub struct CredentialInfo {
     pub expires_at: u32,
     pub revoked: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<Secret>,
 }
 
-fn credential_info(c: CredentialRow, secret: Option<String>) -> CredentialInfo {
+fn credential_info(c: CredentialRow, secret: Option<Secret>) -> CredentialInfo {
     CredentialInfo {
         id: c.id,
         name: c.name,
@@ -362,7 +366,7 @@ impl Service {
             .login(&self.store()?, username, password, client_ip)
             .await?;
         Ok(LoginResponse {
-            access_token: session.token,
+            access_token: Secret(session.token),
             token_type: "bearer",
             expires_at: session.expires_at_s,
             role: session.role,
@@ -604,14 +608,14 @@ impl Service {
             kind: "api".into(),
             name: req.name,
             role: req.role.as_str().into(),
-            tenants: if req.all_tenants {
-                Vec::new()
-            } else {
-                req.tenants
-            },
-            all_tenants: u8::from(req.all_tenants),
-            expires_at,
             ..CredentialRow::default()
+        };
+        let (tenants, all_tenants) = tenant_columns(req.all_tenants, req.tenants);
+        let row = CredentialRow {
+            tenants,
+            all_tenants,
+            expires_at,
+            ..row
         };
         self.issue(&store, p, API_TOKEN_PREFIX, row).await
     }
@@ -656,7 +660,7 @@ impl Service {
         row.version = now_ns();
         store.put_credential(&row).await?;
         tracing::info!(id = %row.id, kind = %row.kind, name = %row.name, by = %p.name, "credential created");
-        Ok(credential_info(row, Some(secret)))
+        Ok(credential_info(row, Some(Secret(secret))))
     }
 
     pub async fn list_credentials(
@@ -742,7 +746,7 @@ impl Service {
             .user(username)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no user `{username}`")))?;
-        if let Some(pw) = req.password {
+        if let Some(Secret(pw)) = req.password {
             check_password(&pw)?;
             row.password_hash = tokio::task::spawn_blocking(move || secrets::hash_password(&pw))
                 .await
@@ -839,6 +843,15 @@ impl Service {
     }
 }
 
+/// The stored form of a scope: a global account lists no tenants.
+fn tenant_columns(all_tenants: bool, tenants: Vec<String>) -> (Vec<String>, u8) {
+    if all_tenants {
+        (Vec::new(), 1)
+    } else {
+        (tenants, 0)
+    }
+}
+
 fn visible(p: &Principal, c: &CredentialRow) -> bool {
     match &p.scope {
         Scope::All => true,
@@ -868,17 +881,14 @@ pub fn new_user_row(req: NewUser) -> Result<UserRow, ApiError> {
                 .into(),
         ));
     }
-    check_password(&req.password)?;
+    check_password(req.password.expose())?;
+    let (tenants, all_tenants) = tenant_columns(req.all_tenants, req.tenants);
     Ok(UserRow {
         username: req.username,
-        password_hash: secrets::hash_password(&req.password),
+        password_hash: secrets::hash_password(req.password.expose()),
         role: req.role.as_str().into(),
-        tenants: if req.all_tenants {
-            Vec::new()
-        } else {
-            req.tenants
-        },
-        all_tenants: u8::from(req.all_tenants),
+        tenants,
+        all_tenants,
         deleted: 0,
         created_at: now_s(),
         version: now_ns(),

@@ -163,7 +163,7 @@ fn unauthenticated(msg: &str) -> AuthError {
 }
 
 /// A successful login.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Session {
     pub token: String,
     pub expires_at_s: u64,

@@ -17,6 +17,24 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// A password or token in transit: serialized as itself, but never shown
+/// by `Debug`, so it cannot reach a log line by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 pub const API_TOKEN_PREFIX: &str = "lft_";
 pub const AGENT_TOKEN_PREFIX: &str = "lfa_";
 const SESSION_PREFIX: &str = "lfs.";
@@ -172,6 +190,16 @@ mod tests {
         assert_eq!(
             verify_session("lfs.garbage", key, 150),
             Err(SessionError::Malformed)
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let s = Secret("hunter2".into());
+        assert_eq!(format!("{s:?}"), "<redacted>");
+        assert_eq!(
+            serde_json::to_string(&s).expect("serializes"),
+            "\"hunter2\""
         );
     }
 
