@@ -6,7 +6,8 @@
 //! until it has, batches and queries are answered UNAVAILABLE. Retention
 //! runs on its own timer. On shutdown the ports stop accepting, requests in
 //! flight finish within `shutdown_timeout_ms` (live tails are cut), then the
-//! process exits.
+//! process exits. A listener that stops on its own stops the collector with
+//! an error exit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,58 +56,58 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let service = Arc::new(Service::new(store_rx.clone(), auth, config.api.clone()));
 
     let stop_serving = CancellationToken::new();
-    let mut servers = Vec::new();
+    let mut servers = Servers {
+        stop_serving: stop_serving.clone(),
+        stopped_early: CancellationToken::new(),
+        tasks: Vec::new(),
+    };
 
     let listener = bind(&config.ingest.listen, "agents").await?;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.grpc(true)).context("ingest TLS")?;
     }
-    servers.push((
+    servers.spawn(
         "ingest",
-        tokio::spawn(
-            builder
-                .add_service(ingest_service)
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    stop_serving.clone().cancelled_owned(),
-                ),
-        ),
-    ));
+        builder
+            .add_service(ingest_service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stop_serving.clone().cancelled_owned(),
+            ),
+    );
 
     let listener = bind(&config.api.grpc_listen, "gRPC queries").await?;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.grpc(false)).context("query TLS")?;
     }
-    servers.push((
+    servers.spawn(
         "gRPC query",
-        tokio::spawn(
-            builder
-                .add_service(QueryServiceServer::new(grpc::Query::new(Arc::clone(
-                    &service,
-                ))))
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    stop_serving.clone().cancelled_owned(),
-                ),
-        ),
-    ));
+        builder
+            .add_service(QueryServiceServer::new(grpc::Query::new(Arc::clone(
+                &service,
+            ))))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stop_serving.clone().cancelled_owned(),
+            ),
+    );
 
     let listener = bind(&config.api.http_listen, "HTTP").await?.into_std()?;
     let app = http::router(service).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
-    let http_server = match &tls {
+    match &tls {
         Some(tls) => {
             let server =
                 axum_server::from_tcp_rustls(listener, tls.http().await?).handle(handle.clone());
-            tokio::spawn(async move { server.serve(app).await })
+            servers.spawn("HTTP", async move { server.serve(app).await });
         }
         None => {
             let server = axum_server::from_tcp(listener).handle(handle.clone());
-            tokio::spawn(async move { server.serve(app).await })
+            servers.spawn("HTTP", async move { server.serve(app).await });
         }
-    };
+    }
     info!(
         version = env!("CARGO_PKG_VERSION"),
         tls = tls.is_some(),
@@ -114,30 +115,57 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let retention = tokio::spawn(retention(config.clone(), store_rx, shutdown.clone()));
-    shutdown.cancelled().await;
-    info!("shutting down");
+    tokio::select! {
+        _ = shutdown.cancelled() => info!("shutting down"),
+        _ = servers.stopped_early.cancelled() => error!("a listener stopped; shutting down"),
+    }
+    let failed = servers.stopped_early.is_cancelled();
     let timeout = Duration::from_millis(config.shutdown_timeout_ms);
     stop_serving.cancel();
     // Open tails would hold the HTTP server forever; they are cut at once.
     handle.graceful_shutdown(Some(Duration::from_millis(500)));
     let deadline = tokio::time::Instant::now() + timeout;
-    for (name, server) in servers {
-        match tokio::time::timeout_at(deadline, server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => error!(error = %e, "{name} server failed"),
-            Ok(Err(e)) => error!(error = %e, "{name} server task failed"),
-            Err(_) => warn!("{name} requests still in flight at the shutdown deadline; agents resend their batches"),
+    for (name, task) in servers.tasks {
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            warn!("{name} requests still in flight at the shutdown deadline; agents resend their batches");
         }
-    }
-    match tokio::time::timeout_at(deadline, http_server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => error!(error = %e, "HTTP server failed"),
-        Ok(Err(e)) => error!(error = %e, "HTTP server task failed"),
-        Err(_) => warn!("HTTP requests still in flight at the shutdown deadline"),
     }
     retention.abort();
     info!("collector stopped");
+    if failed {
+        anyhow::bail!("a listener stopped on its own (see the log above)");
+    }
     Ok(())
+}
+
+/// The listeners' tasks. One that ends before shutdown was asked for
+/// (a failed accept loop, a panic) stops the whole collector with an
+/// error, so a supervisor restarts it rather than leaving it half-deaf.
+struct Servers {
+    stop_serving: CancellationToken,
+    stopped_early: CancellationToken,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+impl Servers {
+    fn spawn<F, E>(&mut self, name: &'static str, server: F)
+    where
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let inner = tokio::spawn(server);
+        let (stop_serving, stopped_early) = (self.stop_serving.clone(), self.stopped_early.clone());
+        let task = tokio::spawn(async move {
+            match inner.await {
+                Ok(Ok(())) if stop_serving.is_cancelled() => return,
+                Ok(Ok(())) => error!("{name} server stopped"),
+                Ok(Err(e)) => error!(error = %e, "{name} server failed"),
+                Err(e) => error!(error = %e, "{name} server task failed"),
+            }
+            stopped_early.cancel();
+        });
+        self.tasks.push((name, task));
+    }
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
