@@ -62,10 +62,12 @@ fn authorization(
     }
     let token = std::fs::read_to_string(token_file)
         .with_context(|| format!("cannot read forward.token_file {token_file}"))?;
-    let value = format!("Bearer {}", token.trim())
+    let mut value: MetadataValue<tonic::metadata::Ascii> = format!("Bearer {}", token.trim())
         .parse()
         .ok()
         .with_context(|| format!("forward.token_file {token_file} holds no valid credential"))?;
+    // Kept out of HTTP/2 header compression tables and debug output.
+    value.set_sensitive(true);
     Ok(Some(value))
 }
 

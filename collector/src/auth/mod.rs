@@ -113,8 +113,6 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     pub scope: Scope,
-    /// The API token or agent credential used, if any.
-    pub credential_id: Option<String>,
 }
 
 impl Principal {
@@ -232,7 +230,6 @@ impl Auth {
                 name: user.username.clone(),
                 role,
                 scope: Scope::of(user.all_tenants, &user.tenants),
-                credential_id: None,
             });
         }
         if !(token.starts_with(secrets::API_TOKEN_PREFIX)
@@ -258,7 +255,6 @@ impl Auth {
             name: cred.name.clone(),
             role,
             scope: Scope::of(cred.all_tenants, &cred.tenants),
-            credential_id: Some(cred.id.clone()),
         })
     }
 
