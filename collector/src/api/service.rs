@@ -726,7 +726,7 @@ impl Service {
                 req.username
             )));
         }
-        let row = new_user_row(req)?;
+        let row = tokio::task::block_in_place(|| new_user_row(req))?;
         self.check_tenants(&store, &row.tenants).await?;
         store.put_user(&row).await?;
         self.auth.invalidate();
@@ -742,15 +742,11 @@ impl Service {
     ) -> Result<UserInfo, ApiError> {
         p.require_global_admin()?;
         let store = self.store()?;
-        let mut row = store
-            .user(username)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no user `{username}`")))?;
+        let mut row = existing_user(&store, username).await?;
         if let Some(Secret(pw)) = req.password {
             check_password(&pw)?;
-            row.password_hash = tokio::task::spawn_blocking(move || secrets::hash_password(&pw))
-                .await
-                .map_err(|_| ApiError::BadRequest("password hashing failed".into()))?;
+            // argon2 is slow on purpose; keep it off the other tasks' way.
+            row.password_hash = tokio::task::block_in_place(|| secrets::hash_password(&pw));
         }
         if let Some(role) = req.role {
             if role == Role::Agent {
@@ -776,10 +772,7 @@ impl Service {
     pub async fn delete_user(&self, p: &Principal, username: &str) -> Result<(), ApiError> {
         p.require_global_admin()?;
         let store = self.store()?;
-        let mut row = store
-            .user(username)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no user `{username}`")))?;
+        let mut row = existing_user(&store, username).await?;
         row.deleted = 1;
         row.version = now_ns().max(row.version + 1);
         store.put_user(&row).await?;
@@ -850,6 +843,13 @@ fn tenant_columns(all_tenants: bool, tenants: Vec<String>) -> (Vec<String>, u8) 
     } else {
         (tenants, 0)
     }
+}
+
+async fn existing_user(store: &Store, username: &str) -> Result<UserRow, ApiError> {
+    store
+        .user(username)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no user `{username}`")))
 }
 
 fn visible(p: &Principal, c: &CredentialRow) -> bool {
