@@ -10,6 +10,8 @@ use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use logferry_e2e::api::{insert_rows, Stack, ADMIN_PASSWORD, USER_PASSWORD};
 use logferry_e2e::{seed_line, wait_until, Agent};
+use logferry_proto::query_service_client::QueryServiceClient;
+use logferry_proto::{FieldsRequest, SearchRequest, TailRequest};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -202,6 +204,45 @@ async fn authorization_matrix() {
                     !text.contains("secret of globex"),
                     "{method} {path} as {caller} leaked globex"
                 );
+            }
+        }
+    }
+
+    // The same callers on the gRPC QueryService: UNAUTHENTICATED,
+    // PERMISSION_DENIED or an answer without the other tenant's rows.
+    let mut grpc = QueryServiceClient::connect(stack.collector.grpc_url())
+        .await
+        .expect("grpc");
+    for (caller, token) in &callers {
+        let search = grpc
+            .search(authed(SearchRequest::default(), token.as_deref()))
+            .await
+            .map(|r| format!("{:?}", r.into_inner()));
+        let fields = grpc
+            .fields(authed(FieldsRequest::default(), token.as_deref()))
+            .await
+            .map(|r| format!("{:?}", r.into_inner()));
+        let tail = grpc
+            .tail(authed(TailRequest::default(), token.as_deref()))
+            .await
+            .map(|_| String::new());
+        for (rpc, result) in [("Search", search), ("Fields", fields), ("Tail", tail)] {
+            let expected = match *caller {
+                "none" | "garbage" | "expired" | "revoked" => Some(tonic::Code::Unauthenticated),
+                "agent" => Some(tonic::Code::PermissionDenied),
+                _ => None,
+            };
+            match (&result, expected) {
+                (Err(status), Some(code)) => assert_eq!(status.code(), code, "{rpc} as {caller}"),
+                (Ok(text), None) => {
+                    if *caller != "admin" {
+                        assert!(
+                            !text.contains("secret of globex"),
+                            "{rpc} as {caller} leaked globex"
+                        );
+                    }
+                }
+                (r, e) => panic!("{rpc} as {caller}: {r:?}, expected {e:?}"),
             }
         }
     }
@@ -580,6 +621,18 @@ async fn agents_ship_with_credentials_into_their_tenant_and_tail_sees_lines_with
         before,
         "a revoked credential ships nothing"
     );
+}
+
+/// A gRPC request with the bearer token, if any.
+fn authed<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(t) = token {
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("ascii"),
+        );
+    }
+    req
 }
 
 fn chrono_now() -> String {
