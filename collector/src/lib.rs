@@ -20,6 +20,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod decode;
 pub mod ingest;
+pub mod offline;
 pub mod query;
 pub mod record;
 pub mod server;

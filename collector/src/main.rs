@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     logferry_daemon::main_with_commands(
         program,
         vec![logferry_collector::bootstrap::command()],
+        logferry_collector::offline::commands(),
         logferry_collector::server::run,
         |config, _name, args| async move { logferry_collector::bootstrap::run(config, &args).await },
     )

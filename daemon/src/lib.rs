@@ -161,16 +161,29 @@ where
     F: FnOnce(S, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    main_with_commands(program, Vec::new(), run, |_, name, _| async move {
-        anyhow::bail!("unknown command `{name}`")
-    })
+    main_with_commands(
+        program,
+        Vec::new(),
+        Vec::new(),
+        run,
+        |_, name, _| async move { anyhow::bail!("unknown command `{name}`") },
+    )
+}
+
+/// A subcommand that needs no configuration: an offline tool that reads
+/// its input and writes its answer, like `logferry-collector patterns`.
+pub struct Offline {
+    pub command: clap::Command,
+    pub run: fn(&clap::ArgMatches) -> anyhow::Result<()>,
 }
 
 /// `main`, plus subcommands: one-shot tools that run with the loaded
-/// configuration instead of the daemon (`tool(settings, name, args)`).
+/// configuration instead of the daemon (`tool(settings, name, args)`), and
+/// offline tools that run without one.
 pub fn main_with_commands<S, F, Fut, T, TFut>(
     program: Program,
     commands: Vec<clap::Command>,
+    offline: Vec<Offline>,
     run: F,
     tool: T,
 ) -> ExitCode
@@ -181,7 +194,21 @@ where
     T: FnOnce(S, String, clap::ArgMatches) -> TFut,
     TFut: Future<Output = anyhow::Result<()>>,
 {
-    let args = command(program).subcommands(commands).get_matches();
+    let args = command(program)
+        .subcommands(commands)
+        .subcommands(offline.iter().map(|o| o.command.clone()))
+        .get_matches();
+    if let Some((command, sub)) = args.subcommand() {
+        if let Some(tool) = offline.iter().find(|o| o.command.get_name() == command) {
+            return match (tool.run)(sub) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{}: {e:#}", program.name);
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
     let config: &std::path::PathBuf = args.get_one("config").expect("has a default");
     let name = program.name;
     let mut settings: S = match load(config) {
