@@ -57,6 +57,10 @@ pub struct IngestConfig {
     /// tenant is stamped on every record. With `false`, records go to the
     /// tenant `default`.
     pub require_credentials: bool,
+    /// Stamp each record with its message pattern and, for HTTP requests,
+    /// its security class (`logferry_analysis`). The analytics API needs
+    /// it; `false` only to measure what it costs.
+    pub analyze: bool,
 }
 
 impl Default for IngestConfig {
@@ -66,6 +70,7 @@ impl Default for IngestConfig {
             max_message_bytes: 64 << 20,
             batch_deadline_ms: 20_000,
             require_credentials: true,
+            analyze: true,
         }
     }
 }

@@ -22,7 +22,7 @@
 //! commit entry; while ClickHouse is unreachable every batch is answered
 //! UNAVAILABLE and the agents keep their queues.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,9 +33,11 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
+use crate::analyze::{self, PatternRow, Registry};
 use crate::api::ApiError;
 use crate::auth::Auth;
 use crate::decode::decode_batch;
+use crate::record::LogRow;
 use crate::store::{LedgerEntry, Store, StoreError, COMMITTED, PENDING};
 
 /// The tenant of every record when agents ship without credentials
@@ -49,6 +51,9 @@ pub struct Ingest {
     auth: Option<Arc<Auth>>,
     collector_id: String,
     deadline: Duration,
+    /// Stamp patterns and security classes (`ingest.analyze`).
+    analyze: bool,
+    patterns: Registry,
     in_progress: Mutex<HashSet<(String, u64)>>,
     /// When a refusal was last logged as a warning (ms since the epoch):
     /// during an outage every batch is refused, the log says so every 10 s.
@@ -100,12 +105,15 @@ impl Ingest {
         auth: Option<Arc<Auth>>,
         collector_id: String,
         deadline: Duration,
+        analyze: bool,
     ) -> Arc<Ingest> {
         Arc::new(Ingest {
             store,
             auth,
             collector_id,
             deadline,
+            analyze,
+            patterns: Registry::default(),
             in_progress: Mutex::new(HashSet::new()),
             last_warning_ms: AtomicU64::new(0),
         })
@@ -161,10 +169,19 @@ impl Ingest {
         };
         let deadline_ms = now_ms() + self.deadline.as_millis() as u64;
         let (agent_id, first_seq, last_seq) = (req.agent_id.clone(), req.first_seq, req.last_seq);
-        let decoded = tokio::task::spawn_blocking(move || decode_batch(&req, &tenant))
-            .await
-            .map_err(|_| Status::internal("batch decoder failed"))?
-            .map_err(|e| Status::invalid_argument(error_chain(&e)))?;
+        let (analyze, collector_id) = (self.analyze, self.collector_id.clone());
+        let (decoded, templates) = tokio::task::spawn_blocking(move || {
+            let mut decoded = decode_batch(&req, &tenant)?;
+            let templates = if analyze {
+                new_templates(&mut decoded.rows, &collector_id)
+            } else {
+                Vec::new()
+            };
+            Ok::<_, crate::decode::DecodeError>((decoded, templates))
+        })
+        .await
+        .map_err(|_| Status::internal("batch decoder failed"))?
+        .map_err(|e| Status::invalid_argument(error_chain(&e)))?;
         let mut rows = decoded.rows;
 
         let ledger = store
@@ -224,6 +241,15 @@ impl Ingest {
         entry.state = COMMITTED;
         entry.recorded_at = (now_ms() / 1000) as u32;
         store.record_batch(&entry).await.map_err(unavailable)?;
+        // After the commit: a template that fails to register is retried
+        // with the next batch that carries it; the records keep their ids.
+        let fresh = self.patterns.fresh(templates);
+        if !fresh.is_empty() {
+            if let Err(e) = store.insert_patterns(&fresh).await {
+                self.patterns.forget(&fresh);
+                warn!(error = %e, "cannot register new message patterns; will retry");
+            }
+        }
         Ok(ExportResponse {
             stored: rows.len() as u64,
             duplicate: false,
@@ -265,4 +291,23 @@ impl IngestService for Ingest {
             }
         }
     }
+}
+
+/// Stamps every row (`analyze::stamp`) and returns each distinct
+/// (tenant, template) of the batch once, with its earliest time.
+fn new_templates(rows: &mut [LogRow], collector_id: &str) -> Vec<PatternRow> {
+    let mut out: HashMap<(String, u64), PatternRow> = HashMap::new();
+    for row in rows.iter_mut() {
+        let template = analyze::stamp(row);
+        out.entry((row.tenant.clone(), template.id))
+            .and_modify(|p| p.first_seen = p.first_seen.min(row.timestamp))
+            .or_insert_with(|| PatternRow {
+                tenant: row.tenant.clone(),
+                pattern_id: template.id,
+                template: template.text,
+                first_seen: row.timestamp,
+                collector_id: collector_id.to_string(),
+            });
+    }
+    out.into_values().collect()
 }

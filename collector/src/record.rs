@@ -47,6 +47,12 @@ pub struct LogRow {
     pub resource_values: Vec<String>,
     pub agent_id: String,
     pub seq: u64,
+    /// The message template's id (`logferry_analysis::patterns`).
+    pub pattern_id: u64,
+    /// For HTTP requests: `benign`, an attack class, `scanner` or `bot`;
+    /// empty for other records.
+    pub security_class: String,
+    pub security_rules: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,6 +45,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.ingest.require_credentials.then(|| Arc::clone(&auth)),
         collector_id,
         Duration::from_millis(config.ingest.batch_deadline_ms),
+        config.ingest.analyze,
     );
     if !config.ingest.require_credentials {
         warn!("ingest.require_credentials = false: any client can ship into tenant `default`");

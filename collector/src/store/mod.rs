@@ -18,6 +18,7 @@ use clickhouse::Client;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::analyze::PatternRow;
 use crate::config::ClickHouseConfig;
 use crate::record::LogRow;
 use schema::{ServerVersion, MIGRATIONS_TABLE};
@@ -203,7 +204,14 @@ impl Store {
                 "applying schema migration"
             );
             for statement in m.statements {
-                self.client.query(&self.sql(statement)).execute().await?;
+                match self.client.query(&self.sql(statement)).execute().await {
+                    // 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column that
+                    // another collector (or an earlier attempt) added is
+                    // what this statement wanted.
+                    Err(clickhouse::error::Error::BadResponse(e))
+                        if statement.contains(" ADD COLUMN ") && e.contains("Code: 44") => {}
+                    result => result?,
+                }
             }
             self.client
                 .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
@@ -236,6 +244,16 @@ impl Store {
             }
             insert.end().await?;
         }
+        Ok(())
+    }
+
+    /// Registers message templates (`analyze::Registry` decides which).
+    pub async fn insert_patterns(&self, rows: &[PatternRow]) -> Result<(), StoreError> {
+        let mut insert = self.client.insert::<PatternRow>("patterns").await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
         Ok(())
     }
 

@@ -8,7 +8,8 @@
 //! applied once the server reports it (`SELECT version()`), so upgrading
 //! ClickHouse upgrades the schema at the next collector start.
 //!
-//! Every statement is safe to run twice (`IF NOT EXISTS`), so collectors
+//! Every statement is safe to run twice (`IF NOT EXISTS`, or for `ADD
+//! COLUMN` on 18.16, "already exists" accepted), so collectors
 //! that start together cannot break each other.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -198,6 +199,31 @@ pub const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE {db}.logs ADD INDEX IF NOT EXISTS idx_body_ngrams lowerUTF8(body) TYPE ngrambf_v1(3, 65536, 2, 0) GRANULARITY 4",
         ],
     },
+    Migration {
+        version: 5,
+        name: "message patterns and security classes stamped at ingest",
+        requires: None,
+        statements: &[
+            // Filled by the collector at ingest (`analyze::stamp`); rows
+            // written before this migration read as 0 and "". Without
+            // `IF NOT EXISTS` on 18.16, the runner accepts "column already
+            // exists" (code 44) for these statements.
+            "ALTER TABLE {db}.logs ADD COLUMN pattern_id UInt64",
+            "ALTER TABLE {db}.logs ADD COLUMN security_class String",
+            "ALTER TABLE {db}.logs ADD COLUMN security_rules Array(String)",
+            // One row per (tenant, template) per collector that saw it
+            // first; readers take min(first_seen). Templates are few, so
+            // the table stays small.
+            "CREATE TABLE IF NOT EXISTS {db}.patterns (
+                tenant String,
+                pattern_id UInt64,
+                template String,
+                first_seen DateTime,
+                collector_id String
+            ) ENGINE = MergeTree
+            ORDER BY (tenant, pattern_id)",
+        ],
+    },
 ];
 
 /// The server version from which migration 4 (the body n-gram index) runs.
@@ -232,12 +258,12 @@ mod tests {
         let new = ServerVersion::parse("24.8.4.13").expect("parses");
         assert_eq!(
             pending(&[], old).map(|m| m.version).collect::<Vec<_>>(),
-            vec![1, 3]
+            vec![1, 3, 5]
         );
-        assert_eq!(pending(&[1, 3], old).count(), 0);
+        assert_eq!(pending(&[1, 3, 5], old).count(), 0);
         assert_eq!(
             pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(),
-            vec![2, 3, 4]
+            vec![2, 3, 4, 5]
         );
         assert_eq!(ServerVersion::parse("garbage"), None);
     }
