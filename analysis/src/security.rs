@@ -82,7 +82,9 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// Raw, without the leading `?`.
     pub query: &'a str,
-    pub user_agent: &'a str,
+    /// The `User-Agent` header: `Some("")` when the request had none,
+    /// `None` when it is not known (a log that does not record it).
+    pub user_agent: Option<&'a str>,
     pub body: &'a str,
     pub content_type: &'a str,
 }
@@ -401,8 +403,8 @@ pub fn classify(request: &Request<'_>) -> Verdict {
             values.push(decode(body, false));
         }
     }
-    let ua = request.user_agent.trim();
-    values.push(ua.to_string());
+    let ua = request.user_agent.map(str::trim);
+    values.extend(ua.map(str::to_string));
     let unescaped: Vec<String> = values
         .iter()
         .chain([&path])
@@ -461,8 +463,10 @@ pub fn classify(request: &Request<'_>) -> Verdict {
     if probe || compiled.probe.is_match(probed) {
         add("scanner_probe_path", &mut rules);
     }
-    for i in compiled.agent.matches(ua).iter() {
-        add(AGENT_RULES[i].name, &mut rules);
+    if let Some(ua) = ua {
+        for i in compiled.agent.matches(ua).iter() {
+            add(AGENT_RULES[i].name, &mut rules);
+        }
     }
     if class == Class::Benign {
         if rules.iter().any(|r| r.starts_with("scanner_")) {
@@ -761,7 +765,7 @@ mod tests {
             method: "GET",
             path,
             query,
-            user_agent: ua,
+            user_agent: Some(ua),
             ..Request::default()
         })
         .class
@@ -859,7 +863,7 @@ mod tests {
             let verdict = classify(&Request {
                 path: "/search",
                 query: q,
-                user_agent: BROWSER,
+                user_agent: Some(BROWSER),
                 ..Request::default()
             });
             assert_eq!(verdict.class, Class::Benign, "{q}: {:?}", verdict.rules);
@@ -875,7 +879,7 @@ mod tests {
         let v = classify(&Request {
             path: "/wp-login.php",
             query: "redirect=%3Cscript%3Ealert(1)%3C/script%3E",
-            user_agent: "nikto",
+            user_agent: Some("nikto"),
             ..Request::default()
         });
         assert_eq!(v.class, Class::Xss);

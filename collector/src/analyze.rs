@@ -1,6 +1,6 @@
 //! What ingest adds to each record before it is stored: the message's
-//! pattern id and, for HTTP requests, the security class and the rules
-//! that matched (`logferry_analysis`). The templates themselves go to the
+//! pattern id and, for HTTP requests, the route (ids folded), the security
+//! class and the rules that matched (`logferry_analysis`). The templates themselves go to the
 //! `patterns` table once per collector, so that rows stay narrow.
 
 use std::collections::HashSet;
@@ -25,7 +25,16 @@ pub struct PatternRow {
 pub fn stamp(row: &mut LogRow) -> patterns::Template {
     let template = patterns::template(&row.body);
     row.pattern_id = template.id;
+    if row.http_path.is_empty() && (row.http_status != 0 || row.duration_ms > 0.0) {
+        // A request record that names its request only in the message,
+        // as the seed's middleware does: "API call: GET /docs".
+        if let Some((method, path)) = request_line(&row.body) {
+            row.http_method = method.to_string();
+            row.http_path = path.to_string();
+        }
+    }
     if !row.http_path.is_empty() {
+        row.http_route = route(&row.http_path);
         let (path, query) = row
             .http_path
             .split_once('?')
@@ -34,13 +43,62 @@ pub fn stamp(row: &mut LogRow) -> patterns::Template {
             method: &row.http_method,
             path,
             query,
-            user_agent: &row.user_agent,
+            user_agent: (!row.user_agent.is_empty()).then_some(row.user_agent.as_str()),
             ..security::Request::default()
         });
         row.security_class = verdict.class.as_str().to_string();
         row.security_rules = verdict.rules.iter().map(|r| r.to_string()).collect();
     }
     template
+}
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// The first `METHOD /path` in a message.
+fn request_line(body: &str) -> Option<(&str, &str)> {
+    let mut words = body.split_whitespace().peekable();
+    while let Some(w) = words.next() {
+        if METHODS.contains(&w) {
+            if let Some(path) = words.peek().filter(|p| p.starts_with('/')) {
+                return Some((w, path));
+            }
+        }
+    }
+    None
+}
+
+/// The endpoint of a path: the query dropped, and every segment that is
+/// evidently an id (digits, except a `v2`-style version; a long hex or
+/// random-looking token) replaced by `{id}`, so `/items/42` and
+/// `/items/43` are one route.
+pub fn route(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if is_id(segment) {
+            out.push_str("{id}");
+        } else {
+            out.push_str(segment);
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+fn is_id(segment: &str) -> bool {
+    let digits = segment.bytes().filter(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return false;
+    }
+    let version = segment.len() <= 3
+        && segment.starts_with(['v', 'V'])
+        && segment[1..].bytes().all(|b| b.is_ascii_digit());
+    !version
 }
 
 /// The templates this collector has already written to `patterns`. The
@@ -91,6 +149,7 @@ mod tests {
         };
         let t = stamp(&mut row);
         assert_eq!(t.text, "GET <*> took <*>");
+        assert_eq!(row.http_route, "/search");
         assert_eq!(row.pattern_id, t.id);
         assert_eq!(row.security_class, "sqli");
         assert!(!row.security_rules.is_empty());
@@ -101,6 +160,37 @@ mod tests {
         };
         stamp(&mut plain);
         assert_eq!(plain.security_class, "", "no HTTP request, no class");
+    }
+
+    #[test]
+    fn routes_fold_ids() {
+        assert_eq!(route("/api/v1/items/42?x=1"), "/api/v1/items/{id}");
+        assert_eq!(
+            route("/users/9f1c2e7a-4b1d-4c7e-9a53-0d5b2f3c8e11/orders/7"),
+            "/users/{id}/orders/{id}"
+        );
+        assert_eq!(route("/docs"), "/docs");
+        assert_eq!(route(""), "/");
+    }
+
+    #[test]
+    fn request_records_named_only_in_the_message_get_their_path() {
+        let mut row = LogRow {
+            body: "API call: GET /items/42".into(),
+            http_status: 200,
+            duration_ms: 9.2,
+            ..LogRow::default()
+        };
+        stamp(&mut row);
+        assert_eq!(
+            (
+                row.http_method.as_str(),
+                row.http_path.as_str(),
+                row.http_route.as_str()
+            ),
+            ("GET", "/items/42", "/items/{id}")
+        );
+        assert_eq!(row.security_class, "benign");
     }
 
     #[test]

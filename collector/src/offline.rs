@@ -102,7 +102,7 @@ fn run_classify(args: &ArgMatches) -> anyhow::Result<()> {
             method: &r.method,
             path: &r.path,
             query: &r.query,
-            user_agent: &r.user_agent,
+            user_agent: Some(&r.user_agent),
             body: r.body.as_deref().unwrap_or(""),
             content_type: r.content_type.as_deref().unwrap_or(""),
         });

@@ -53,6 +53,8 @@ pub struct LogRow {
     /// empty for other records.
     pub security_class: String,
     pub security_rules: Vec<String>,
+    /// `http_path` without its query, ids replaced by `{id}`.
+    pub http_route: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -201,7 +201,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 5,
-        name: "message patterns and security classes stamped at ingest",
+        name: "patterns, security classes and routes stamped at ingest; alert states",
         requires: None,
         statements: &[
             // Filled by the collector at ingest (`analyze::stamp`); rows
@@ -211,6 +211,21 @@ pub const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE {db}.logs ADD COLUMN pattern_id UInt64",
             "ALTER TABLE {db}.logs ADD COLUMN security_class String",
             "ALTER TABLE {db}.logs ADD COLUMN security_rules Array(String)",
+            // The endpoint: method-less path with ids as `{id}`.
+            "ALTER TABLE {db}.logs ADD COLUMN http_route String",
+            // Alert states (filled by alert evaluation); the active-alerts
+            // view reads it.
+            "CREATE TABLE IF NOT EXISTS {db}.alert_states (
+                tenant String,
+                rule String,
+                state String,
+                severity String,
+                summary String,
+                value Float64,
+                since DateTime,
+                updated_at DateTime
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY (tenant, rule)",
             // One row per (tenant, template) per collector that saw it
             // first; readers take min(first_seen). Templates are few, so
             // the table stays small.
