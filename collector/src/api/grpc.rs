@@ -7,11 +7,12 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use logferry_proto::query_service_server::QueryService;
 use logferry_proto::{
-    FieldsRequest, FieldsResponse, LogEntry, SearchRequest, SearchResponse, TailRequest,
-    TailResponse,
+    AnalyticsRequest, AnalyticsResponse, FieldsRequest, FieldsResponse, LogEntry, SearchRequest,
+    SearchResponse, TailRequest, TailResponse,
 };
 use tonic::{Request, Response, Status};
 
+use super::analytics::AnalyticsParams;
 use super::service::{Entry, FieldsParams, Service};
 use crate::auth::Principal;
 use crate::query::SearchParams;
@@ -113,6 +114,27 @@ impl QueryService for Query {
             from_unix_ms: page.from_unix_ms,
             to_unix_ms: page.to_unix_ms,
         }))
+    }
+
+    async fn analytics(
+        &self,
+        request: Request<AnalyticsRequest>,
+    ) -> Result<Response<AnalyticsResponse>, Status> {
+        let p = self.caller(&request).await?;
+        let r = request.into_inner();
+        let params = AnalyticsParams {
+            from: opt(r.from),
+            to: opt(r.to),
+            last: opt(r.last),
+            service: opt(r.service),
+            host: opt(r.host),
+            environment: opt(r.environment),
+            tenant: opt(r.tenant),
+            session_gap: opt(r.session_gap),
+            day: opt(r.day),
+        };
+        let json = self.service.analytics_json(&p, &r.view, &params).await?;
+        Ok(Response::new(AnalyticsResponse { view: r.view, json }))
     }
 
     type TailStream = TailStream;

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::analytics::*;
 use super::error::ErrorBody;
 use super::service::*;
 use super::ApiError;
@@ -66,6 +67,13 @@ pub fn router(service: Arc<Service>) -> Router {
         .routes(routes!(search))
         .routes(routes!(tail))
         .routes(routes!(fields))
+        .routes(routes!(health))
+        .routes(routes!(errors))
+        .routes(routes!(performance))
+        .routes(routes!(security))
+        .routes(routes!(users_activity))
+        .routes(routes!(daily_report))
+        .routes(routes!(active_alerts))
         .routes(routes!(list_users, create_user))
         .routes(routes!(update_user, delete_user))
         .routes(routes!(list_tenants, create_tenant))
@@ -224,6 +232,104 @@ async fn search(
 ) -> Result<Json<SearchPage>, ApiError> {
     let p = caller(&svc, &headers).await?;
     Ok(Json(svc.search(&p, &query_params(q)?).await?))
+}
+
+/// Pipeline health: ingest rate, agents and hosts with last-seen time and lag, ClickHouse reachability and storage, error rate. Default window: the last 15 minutes.
+#[utoipa::path(get, path = "/api/v1/logs/health", tag = "analytics", security(("bearer" = [])),
+    params(AnalyticsParams),
+    responses((status = 200, body = HealthView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn health(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HealthView>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.health(&p, &query_params(q)?).await?))
+}
+
+/// Errors: totals and rate per interval, top services, modules, functions and exception types, and error groups (by message pattern) with first and last seen, whether new in the window, spikes against the previous window, and the request ids, endpoints and hosts they share.
+#[utoipa::path(get, path = "/api/v1/logs/errors", tag = "analytics", security(("bearer" = [])),
+    params(AnalyticsParams),
+    responses((status = 200, body = ErrorsView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn errors(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ErrorsView>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.errors(&p, &query_params(q)?).await?))
+}
+
+/// Requests per endpoint (method and route, ids folded): count, error rate, p50/p95/p99/max latency; throughput per interval; slowest endpoints; status codes; slowest requests; database query timings.
+#[utoipa::path(get, path = "/api/v1/logs/performance", tag = "analytics", security(("bearer" = [])),
+    params(AnalyticsParams),
+    responses((status = 200, body = PerformanceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn performance(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<PerformanceView>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.performance(&p, &query_params(q)?).await?))
+}
+
+/// Failed authentication by address and user, brute-force candidates, suspicious addresses with a score and reasons, attack classes with samples, scanners and bots, 404 bursts and rate-limit violations.
+#[utoipa::path(get, path = "/api/v1/logs/security", tag = "analytics", security(("bearer" = [])),
+    params(AnalyticsParams),
+    responses((status = 200, body = SecurityView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn security(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SecurityView>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.security(&p, &query_params(q)?).await?))
+}
+
+/// Active users per window and day, sessions (ended by `session_gap` of inactivity) and their duration, requests and endpoints per user, new and returning users.
+#[utoipa::path(get, path = "/api/v1/logs/users/activity", tag = "analytics", security(("bearer" = [])),
+    params(AnalyticsParams),
+    responses((status = 200, body = UsersView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn users_activity(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UsersView>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.users(&p, &query_params(q)?).await?))
+}
+
+/// One UTC day (`day`, default yesterday) across errors, performance, security and users, compared with the day before.
+#[utoipa::path(get, path = "/api/v1/logs/report/daily", tag = "analytics", security(("bearer" = [])),
+    params(AnalyticsParams),
+    responses((status = 200, body = DailyReport), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn daily_report(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DailyReport>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.daily_report(&p, &query_params(q)?).await?))
+}
+
+/// Alerts that are firing or pending, for the caller's tenants.
+#[utoipa::path(get, path = "/api/v1/logs/alerts/active", tag = "analytics", security(("bearer" = [])),
+    params(AnalyticsParams),
+    responses((status = 200, body = AlertsView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn active_alerts(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AlertsView>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.active_alerts(&p, &query_params(q)?).await?))
 }
 
 /// Live tail as server-sent events: one `log` event per record (its `id`

@@ -1,7 +1,9 @@
-//! The query and admin API: one service layer (`service`), served over
+//! The query, analytics and admin API: one service layer (`service`,
+//! `analytics`), served over
 //! HTTP (`http`, axum) and gRPC (`grpc`, tonic), with one error table
 //! (`error`).
 
+pub mod analytics;
 pub mod error;
 pub mod grpc;
 pub mod http;

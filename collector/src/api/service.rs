@@ -319,7 +319,7 @@ impl Service {
         self.store.borrow().clone().ok_or(ApiError::Starting)
     }
 
-    fn limits(&self) -> ReadLimits {
+    pub(super) fn limits(&self) -> ReadLimits {
         ReadLimits {
             max_execution_time: Duration::from_millis(self.config.max_execution_time_ms),
             max_rows_to_read: self.config.max_rows_to_read,

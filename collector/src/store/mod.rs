@@ -8,6 +8,7 @@
 //! does not matter.
 
 pub mod accounts;
+pub mod analytics;
 pub mod schema;
 pub mod search;
 
@@ -33,6 +34,8 @@ pub enum StoreError {
     TooOld(ServerVersion),
     #[error("the query would read too much; narrow the time range or add filters")]
     TooExpensive,
+    #[error("clickhouse answered rows logferry cannot read: {0}")]
+    Decode(String),
     #[error("the token signing key in table `signing_keys` is not hex; delete the row to make a new one")]
     CorruptKey,
 }

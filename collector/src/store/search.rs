@@ -179,7 +179,7 @@ impl Store {
 
 /// ClickHouse's "too many rows", "timeout exceeded" and "estimated time too
 /// long" (codes 158, 159, 160) become `TooExpensive`.
-fn classify(e: clickhouse::error::Error) -> StoreError {
+pub(super) fn classify(e: clickhouse::error::Error) -> StoreError {
     if let clickhouse::error::Error::BadResponse(msg) = &e {
         if ["Code: 158", "Code: 159", "Code: 160"]
             .iter()

@@ -1,0 +1,569 @@
+//! The aggregations behind the analytics API. Each is one ClickHouse query
+//! over `logs` (or `patterns`, `alert_states`, `system.parts`) restricted
+//! by a [`Window`]: the caller's tenants, a time range on the sort key's
+//! `timestamp`, and optional service, host and environment. Rows come back
+//! as `JSONEachRow`, so a query's columns are named where they are used.
+//!
+//! Classification happened at ingest (`pattern_id`, `http_route`,
+//! `security_class`), so none of these scan message text.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::search::ReadLimits;
+use super::{Store, StoreError};
+use crate::query::sql::{Sql, Value};
+
+/// Severity numbers from ERROR up (OpenTelemetry's scale).
+pub const ERROR_SEVERITY: u8 = 17;
+
+/// What an analytics query covers.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub from_s: u64,
+    pub to_s: u64,
+    /// The caller's tenants (`tenant = ?` or `tenant IN (...)`).
+    pub tenants: Sql,
+    /// Service, host and environment filters.
+    pub only: Sql,
+}
+
+impl Window {
+    /// The window as a `WHERE` fragment: `timestamp` in [from, to) and the
+    /// scope.
+    pub fn filter(&self) -> Sql {
+        Sql::and(vec![
+            Sql::new(
+                "timestamp >= toDateTime(?) AND timestamp < toDateTime(?)",
+                vec![Value::U64(self.from_s), Value::U64(self.to_s)],
+            ),
+            self.tenants.clone(),
+            self.only.clone(),
+        ])
+    }
+
+    /// The window of the same length just before this one.
+    pub fn previous(&self) -> Window {
+        let len = self.to_s - self.from_s;
+        Window {
+            from_s: self.from_s.saturating_sub(len),
+            to_s: self.from_s,
+            tenants: self.tenants.clone(),
+            only: self.only.clone(),
+        }
+    }
+
+    /// Bucket width for per-interval series: about 60 points.
+    pub fn step_s(&self) -> u64 {
+        let len = self.to_s.saturating_sub(self.from_s).max(60);
+        [60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86_400]
+            .into_iter()
+            .find(|s| len / s <= 60)
+            .unwrap_or(86_400)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Totals {
+    pub records: u64,
+    pub errors: u64,
+    pub requests: u64,
+    pub server_errors: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Bucket {
+    pub t: u64,
+    pub records: u64,
+    pub errors: u64,
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Count {
+    pub key: String,
+    pub n: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PatternCount {
+    pub pattern_id: u64,
+    pub n: u64,
+    pub first_s: u64,
+    pub last_s: u64,
+    pub sample: String,
+    pub services: Vec<String>,
+    pub hosts: Vec<String>,
+    pub request_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PatternRoute {
+    pub pattern_id: u64,
+    pub route: String,
+    pub n: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PatternInfo {
+    pub pattern_id: u64,
+    pub template: String,
+    pub first_seen_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Endpoint {
+    pub method: String,
+    pub route: String,
+    pub n: u64,
+    pub server_errors: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SlowRequest {
+    pub t_ms: u64,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub request_id: String,
+    pub service: String,
+    pub host: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IpActivity {
+    pub ip: String,
+    pub requests: u64,
+    pub failed_auth: u64,
+    pub attacks: u64,
+    pub scanner: u64,
+    pub not_found: u64,
+    pub rate_limited: u64,
+    pub classes: Vec<String>,
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClassCount {
+    pub class: String,
+    pub n: u64,
+    pub ips: u64,
+    pub rules: Vec<String>,
+    pub samples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentSeen {
+    pub key: String,
+    pub host: String,
+    pub records: u64,
+    pub last_s: u64,
+    pub lag_ms: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserSessions {
+    pub user: String,
+    pub requests: u64,
+    pub sessions: u64,
+    pub active_s: u64,
+    pub first_s: u64,
+    pub last_s: u64,
+    pub routes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DayUsers {
+    pub day_s: u64,
+    pub users: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Storage {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AlertState {
+    pub tenant: String,
+    pub rule: String,
+    pub state: String,
+    pub severity: String,
+    pub summary: String,
+    pub value: f64,
+    pub since_s: u64,
+}
+
+/// Failed authentication: a refusal on a login-like route, or an event
+/// that says so.
+const FAILED_AUTH: &str = "((http_status IN (401, 403) AND match(lower(http_route), 'login|signin|sign-in|auth|token|session|password')) \
+     OR event_type IN ('login_failed', 'auth_failed', 'authentication_failed', 'failed_login', 'login_failure'))";
+
+const ATTACK: &str = "security_class IN ('sqli', 'xss', 'path_traversal', 'cmd_injection')";
+
+impl Store {
+    /// Runs `sql` with each `{w}` replaced by the next of `parts` (with
+    /// its bound values, in order) and reads `JSONEachRow`.
+    async fn json_rows<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        parts: &[&Sql],
+        limits: ReadLimits,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut text = sql.to_string();
+        for part in parts {
+            text = text.replacen(
+                "{w}",
+                if part.text.is_empty() {
+                    "1"
+                } else {
+                    &part.text
+                },
+                1,
+            );
+        }
+        debug_assert!(!text.contains("{w}"), "a `{{w}}` without its filter");
+        // The crate binds values to `?` in order: no other `?` may appear.
+        let query = self.client.query(&text);
+        let query = parts.iter().fold(query, |q, p| p.bind_to(q));
+        let query = query
+            .with_setting(
+                "max_execution_time",
+                limits.max_execution_time.as_secs().max(1).to_string(),
+            )
+            .with_setting("max_rows_to_read", limits.max_rows_to_read.to_string())
+            .with_setting("output_format_json_quote_64bit_integers", "0")
+            .with_setting("output_format_json_quote_denormals", "0");
+        let mut cursor = query
+            .fetch_bytes("JSONEachRow")
+            .map_err(super::search::classify)?;
+        let mut bytes: Vec<u8> = Vec::new();
+        while let Some(chunk) = cursor.next().await.map_err(super::search::classify)? {
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice(l).map_err(|e| {
+                    StoreError::Decode(format!("{e} in {}", String::from_utf8_lossy(l)))
+                })
+            })
+            .collect()
+    }
+
+    pub async fn totals(&self, w: &Window, limits: ReadLimits) -> Result<Totals, StoreError> {
+        let sql = format!(
+            "SELECT count() AS records, countIf(severity_number >= {ERROR_SEVERITY}) AS errors, \
+             countIf(http_route != '') AS requests, countIf(http_status >= 500) AS server_errors \
+             FROM logs WHERE {{w}}"
+        );
+        let rows: Vec<Totals> = self.json_rows(&sql, &[&w.filter()], limits).await?;
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Decode("no totals row".into()))
+    }
+
+    pub async fn series(&self, w: &Window, limits: ReadLimits) -> Result<Vec<Bucket>, StoreError> {
+        let step = w.step_s();
+        let sql = format!(
+            "SELECT intDiv(toUInt32(timestamp), {step}) * {step} AS t, count() AS records, \
+             countIf(severity_number >= {ERROR_SEVERITY}) AS errors, countIf(http_route != '') AS requests \
+             FROM logs WHERE {{w}} GROUP BY t ORDER BY t"
+        );
+        self.json_rows(&sql, &[&w.filter()], limits).await
+    }
+
+    /// The most frequent values of `expr` among the window's errors.
+    pub async fn error_top(
+        &self,
+        w: &Window,
+        expr: &str,
+        limit: u32,
+        limits: ReadLimits,
+    ) -> Result<Vec<Count>, StoreError> {
+        let sql = format!(
+            "SELECT toString({expr}) AS key, count() AS n FROM logs \
+             WHERE {{w}} AND severity_number >= {ERROR_SEVERITY} AND key != '' \
+             GROUP BY key ORDER BY n DESC, key LIMIT {limit}"
+        );
+        self.json_rows(&sql, &[&w.filter()], limits).await
+    }
+
+    /// Error records per pattern id.
+    pub async fn error_patterns(
+        &self,
+        w: &Window,
+        limit: u32,
+        limits: ReadLimits,
+    ) -> Result<Vec<PatternCount>, StoreError> {
+        let sql = format!(
+            "SELECT pattern_id, count() AS n, toUInt32(min(timestamp)) AS first_s, toUInt32(max(timestamp)) AS last_s, \
+             any(body) AS sample, topK(5)(service) AS services, topK(5)(host) AS hosts, \
+             topKIf(5)(request_id, request_id != '') AS request_ids \
+             FROM logs WHERE {{w}} AND severity_number >= {ERROR_SEVERITY} \
+             GROUP BY pattern_id ORDER BY n DESC, pattern_id LIMIT {limit}"
+        );
+        self.json_rows(&sql, &[&w.filter()], limits).await
+    }
+
+    /// Error counts per pattern id (no samples): for the previous window.
+    pub async fn error_pattern_counts(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<Count>, StoreError> {
+        let sql = format!(
+            "SELECT toString(pattern_id) AS key, count() AS n FROM logs \
+             WHERE {{w}} AND severity_number >= {ERROR_SEVERITY} GROUP BY key"
+        );
+        self.json_rows(&sql, &[&w.filter()], limits).await
+    }
+
+    /// The endpoints of the requests that errors share a request id with:
+    /// the three most frequent per error pattern.
+    pub async fn error_routes(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<PatternRoute>, StoreError> {
+        let sql = format!(
+            "SELECT pattern_id, route, count() AS n FROM ( \
+               SELECT pattern_id, request_id FROM logs \
+               WHERE {{w}} AND severity_number >= {ERROR_SEVERITY} AND request_id != '' \
+             ) ANY INNER JOIN ( \
+               SELECT request_id, concat(http_method, ' ', http_route) AS route FROM logs \
+               WHERE {{w}} AND http_route != '' AND request_id != '' \
+             ) USING request_id \
+             GROUP BY pattern_id, route ORDER BY n DESC, route LIMIT 3 BY pattern_id"
+        );
+        let f = w.filter();
+        self.json_rows(&sql, &[&f, &f], limits).await
+    }
+
+    /// Templates and first sighting of the given patterns, within scope.
+    pub async fn patterns(
+        &self,
+        scope: &Sql,
+        ids: &[u64],
+        limits: ReadLimits,
+    ) -> Result<Vec<PatternInfo>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = ids
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT pattern_id, any(template) AS template, toUInt32(min(first_seen)) AS first_seen_s \
+             FROM patterns WHERE {{w}} AND pattern_id IN ({list}) GROUP BY pattern_id"
+        );
+        self.json_rows(&sql, &[scope], limits).await
+    }
+
+    pub async fn endpoints(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<Endpoint>, StoreError> {
+        let sql = "SELECT http_method AS method, http_route AS route, count() AS n, \
+             countIf(http_status >= 500) AS server_errors, \
+             quantilesExact(0.5, 0.95, 0.99)(duration_ms) AS q, q[1] AS p50, q[2] AS p95, q[3] AS p99, \
+             max(duration_ms) AS max \
+             FROM logs WHERE {w} AND http_route != '' \
+             GROUP BY method, route ORDER BY n DESC, route, method LIMIT 500";
+        self.json_rows(sql, &[&w.filter()], limits).await
+    }
+
+    pub async fn status_codes(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<Count>, StoreError> {
+        let sql = "SELECT toString(http_status) AS key, count() AS n FROM logs \
+             WHERE {w} AND http_route != '' GROUP BY key ORDER BY key";
+        self.json_rows(sql, &[&w.filter()], limits).await
+    }
+
+    pub async fn slow_requests(
+        &self,
+        w: &Window,
+        limit: u32,
+        limits: ReadLimits,
+    ) -> Result<Vec<SlowRequest>, StoreError> {
+        let sql = format!(
+            "SELECT intDiv(time_unix_nano, 1000000) AS t_ms, http_method AS method, http_path AS path, \
+             http_status AS status, duration_ms, request_id, service, host \
+             FROM logs WHERE {{w}} AND http_route != '' ORDER BY duration_ms DESC LIMIT {limit}"
+        );
+        self.json_rows(&sql, &[&w.filter()], limits).await
+    }
+
+    /// Timings of database queries: records with a `db.statement` or
+    /// `db_query` attribute and a duration, grouped by the statement's
+    /// pattern.
+    pub async fn db_queries(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<Endpoint>, StoreError> {
+        let sql = "SELECT 'DB' AS method, any(arrayElement(arrayPushFront(attr_values, ''), 1 + arrayFirstIndex(k -> k IN ('db.statement', 'db_query'), attr_keys))) AS route, \
+             count() AS n, countIf(severity_number >= 17) AS server_errors, \
+             quantilesExact(0.5, 0.95, 0.99)(duration_ms) AS q, q[1] AS p50, q[2] AS p95, q[3] AS p99, max(duration_ms) AS max \
+             FROM logs WHERE {w} AND (has(attr_keys, 'db.statement') OR has(attr_keys, 'db_query')) \
+             GROUP BY pattern_id ORDER BY p95 DESC LIMIT 50";
+        self.json_rows(sql, &[&w.filter()], limits).await
+    }
+
+    /// Per client address: what it did that matters to security.
+    pub async fn ip_activity(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<IpActivity>, StoreError> {
+        let sql = format!(
+            "SELECT client_ip AS ip, count() AS requests, countIf({FAILED_AUTH}) AS failed_auth, \
+             countIf({ATTACK}) AS attacks, countIf(security_class = 'scanner') AS scanner, \
+             countIf(http_status = 404) AS not_found, countIf(http_status = 429) AS rate_limited, \
+             topKIf(8)(security_class, security_class NOT IN ('', 'benign')) AS classes, \
+             topKIf(8)(user_id, user_id != '' AND {FAILED_AUTH}) AS users \
+             FROM logs WHERE {{w}} AND client_ip != '' GROUP BY ip \
+             HAVING failed_auth > 0 OR attacks > 0 OR scanner > 0 OR not_found >= 10 OR rate_limited > 0 \
+             ORDER BY attacks + failed_auth + scanner DESC, ip LIMIT 500"
+        );
+        self.json_rows(&sql, &[&w.filter()], limits).await
+    }
+
+    /// Failed authentication per user name.
+    pub async fn failed_auth_users(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<Count>, StoreError> {
+        let sql = format!(
+            "SELECT user_id AS key, count() AS n FROM logs WHERE {{w}} AND user_id != '' AND {FAILED_AUTH} \
+             GROUP BY key ORDER BY n DESC, key LIMIT 100"
+        );
+        self.json_rows(&sql, &[&w.filter()], limits).await
+    }
+
+    pub async fn classes(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<ClassCount>, StoreError> {
+        let sql = "SELECT security_class AS class, count() AS n, uniqExact(client_ip) AS ips, \
+             topKArray(10)(security_rules) AS rules, \
+             topK(3)(concat(http_method, ' ', http_path)) AS samples \
+             FROM logs WHERE {w} AND security_class NOT IN ('', 'benign') \
+             GROUP BY class ORDER BY n DESC";
+        self.json_rows(sql, &[&w.filter()], limits).await
+    }
+
+    /// Scanners and bots by user agent.
+    pub async fn agents_by_class(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<ClassCount>, StoreError> {
+        let sql = "SELECT user_agent AS class, count() AS n, uniqExact(client_ip) AS ips, \
+             topK(1)(security_class) AS rules, topK(3)(http_path) AS samples \
+             FROM logs WHERE {w} AND security_class IN ('scanner', 'bot') \
+             GROUP BY class ORDER BY n DESC LIMIT 50";
+        self.json_rows(sql, &[&w.filter()], limits).await
+    }
+
+    /// Users' requests with sessions: a gap of more than `gap_s` seconds
+    /// between two requests of a user starts a new session.
+    pub async fn user_sessions(
+        &self,
+        w: &Window,
+        gap_s: u64,
+        limits: ReadLimits,
+    ) -> Result<Vec<UserSessions>, StoreError> {
+        let sql = format!(
+            "SELECT user, requests, 1 + arrayCount(d -> d > {gap_s}, diffs) AS sessions, \
+             arraySum(arrayFilter(d -> d <= {gap_s}, diffs)) AS active_s, first_s, last_s, routes FROM ( \
+               SELECT user_id AS user, count() AS requests, arraySort(groupArray(toUInt32(timestamp))) AS ts, \
+               arrayDifference(ts) AS diffs, ts[1] AS first_s, ts[-1] AS last_s, \
+               topKIf(20)(http_route, http_route != '') AS routes \
+               FROM logs WHERE {{w}} AND user_id != '' GROUP BY user \
+             ) ORDER BY requests DESC, user LIMIT 1000"
+        );
+        self.json_rows(&sql, &[&w.filter()], limits).await
+    }
+
+    pub async fn users_per_day(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<DayUsers>, StoreError> {
+        let sql =
+            "SELECT toUInt32(toDateTime(toDate(timestamp))) AS day_s, uniqExact(user_id) AS users \
+             FROM logs WHERE {w} AND user_id != '' GROUP BY day_s ORDER BY day_s";
+        self.json_rows(sql, &[&w.filter()], limits).await
+    }
+
+    /// Users of `w` already seen in the `lookback_s` before it.
+    pub async fn returning_users(
+        &self,
+        w: &Window,
+        lookback_s: u64,
+        limits: ReadLimits,
+    ) -> Result<Vec<Count>, StoreError> {
+        let before = Window {
+            from_s: w.from_s.saturating_sub(lookback_s),
+            to_s: w.from_s,
+            tenants: w.tenants.clone(),
+            only: w.only.clone(),
+        };
+        let sql = "SELECT user_id AS key, count() AS n FROM logs WHERE {w} AND user_id != '' \
+             AND user_id IN (SELECT user_id FROM logs WHERE {w} AND user_id != '') GROUP BY key";
+        self.json_rows(sql, &[&before.filter(), &w.filter()], limits)
+            .await
+    }
+
+    /// Agents (and hosts) that shipped in the window, with their last
+    /// record and how far behind the source they were.
+    pub async fn agents(
+        &self,
+        w: &Window,
+        limits: ReadLimits,
+    ) -> Result<Vec<AgentSeen>, StoreError> {
+        let sql = "SELECT agent_id AS key, any(host) AS host, count() AS records, toUInt32(max(timestamp)) AS last_s, \
+             avg(toInt64(observed_unix_nano) - toInt64(time_unix_nano)) / 1000000 AS lag_ms \
+             FROM logs WHERE {w} GROUP BY key ORDER BY last_s DESC, key LIMIT 1000";
+        self.json_rows(sql, &[&w.filter()], limits).await
+    }
+
+    pub async fn storage(&self, limits: ReadLimits) -> Result<Storage, StoreError> {
+        let db = Sql::new(
+            "database = ? AND active",
+            vec![Value::Str(self.database.clone())],
+        );
+        let sql =
+            "SELECT sum(rows) AS rows, sum(bytes_on_disk) AS bytes FROM system.parts WHERE {w}";
+        let rows: Vec<Storage> = self.json_rows(sql, &[&db], limits).await?;
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Decode("no storage row".into()))
+    }
+
+    pub async fn firing_alerts(
+        &self,
+        scope: &Sql,
+        limits: ReadLimits,
+    ) -> Result<Vec<AlertState>, StoreError> {
+        let sql = "SELECT tenant, rule, state, severity, summary, value, toUInt32(since) AS since_s \
+             FROM alert_states FINAL WHERE {w} AND state IN ('firing', 'pending') ORDER BY since_s DESC, rule";
+        self.json_rows(sql, &[scope], limits).await
+    }
+}
