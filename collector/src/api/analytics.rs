@@ -415,10 +415,6 @@ fn endpoint(e: a::Endpoint) -> EndpointStats {
     }
 }
 
-/// The first of these attributes a record has, or "" (index 1 of the
-/// padded array: 18.16 rejects index 0).
-const EXCEPTION_TYPE: &str = "arrayElement(arrayPushFront(attr_values, ''), 1 + arrayFirstIndex(k -> k IN ('exception.type', 'error.type', 'exc_type', 'exception_type'), attr_keys))";
-
 /// Scores an address by what it did: attacks weigh most, then scanning,
 /// failed logins, 404 bursts and rate limiting.
 fn suspicion(ip: &a::IpActivity) -> SuspiciousIp {
@@ -478,23 +474,39 @@ impl Service {
 
     async fn errors_in(&self, w: &Window) -> Result<ErrorsView, ApiError> {
         let (store, limits) = (self.store()?, self.limits());
-        let totals = store.totals(w, limits).await?;
-        let series = store.series(w, limits).await?;
-        let by_service = store.error_top(w, "service", 20, limits).await?;
-        let by_module = store.error_top(w, "module", 20, limits).await?;
-        let by_function = store.error_top(w, "function", 20, limits).await?;
-        let exception_types = store.error_top(w, EXCEPTION_TYPE, 20, limits).await?;
-        let groups = self.error_groups(w, 1000).await?;
+        let (series, breakdown, groups) = tokio::try_join!(
+            async { Ok::<_, ApiError>(store.series(w, limits).await?) },
+            async { Ok(store.error_breakdown(w, limits).await?) },
+            self.error_groups(w, 1000),
+        )?;
+        let totals = a::Totals::of(&series);
+        let top = |key: fn(&a::Breakdown) -> &str| -> Vec<Counted> {
+            let mut by: HashMap<&str, u64> = HashMap::new();
+            for b in &breakdown {
+                *by.entry(key(b)).or_default() += b.n;
+            }
+            let mut v: Vec<Counted> = by
+                .into_iter()
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, n)| Counted {
+                    key: k.to_string(),
+                    count: n,
+                })
+                .collect();
+            v.sort_by(|x, y| y.count.cmp(&x.count).then(x.key.cmp(&y.key)));
+            v.truncate(20);
+            v
+        };
         Ok(ErrorsView {
             window: window_info(w),
             records: totals.records,
             errors: totals.errors,
             error_rate: ratio(totals.errors, totals.records),
             series: points(series),
-            by_service: counted(by_service),
-            by_module: counted(by_module),
-            by_function: counted(by_function),
-            exception_types: counted(exception_types),
+            by_service: top(|b| &b.service),
+            by_module: top(|b| &b.module),
+            by_function: top(|b| &b.function),
+            exception_types: top(|b| &b.exception),
             groups,
         })
     }
@@ -502,19 +514,26 @@ impl Service {
     /// The window's error patterns, grouped, busiest first.
     async fn error_groups(&self, w: &Window, limit: u32) -> Result<Vec<ErrorGroup>, ApiError> {
         let (store, limits) = (self.store()?, self.limits());
-        let rows = store.error_patterns(w, limit, limits).await?;
+        let previous_window = w.previous();
+        let (rows, previous) = tokio::try_join!(
+            store.error_patterns(w, limit, limits),
+            store.error_pattern_counts(&previous_window, limits),
+        )?;
         let ids: Vec<u64> = rows.iter().map(|r| r.pattern_id).collect();
-        let infos = store.patterns(&w.tenants, &ids, limits).await?;
+        // Correlation for the busiest patterns only: it joins on request ids.
+        let busiest = &ids[..ids.len().min(50)];
+        let (infos, route_rows) = tokio::try_join!(
+            store.patterns(&w.tenants, &ids, limits),
+            store.error_routes(w, busiest, limits),
+        )?;
         let infos: HashMap<u64, a::PatternInfo> =
             infos.into_iter().map(|i| (i.pattern_id, i)).collect();
-        let previous: HashMap<u64, u64> = store
-            .error_pattern_counts(&w.previous(), limits)
-            .await?
+        let previous: HashMap<u64, u64> = previous
             .into_iter()
             .filter_map(|c| Some((c.key.parse().ok()?, c.n)))
             .collect();
         let mut routes: HashMap<u64, Vec<a::PatternRoute>> = HashMap::new();
-        for r in store.error_routes(w, limits).await? {
+        for r in route_rows {
             routes.entry(r.pattern_id).or_default().push(r);
         }
 
@@ -609,20 +628,20 @@ impl Service {
 
     async fn performance_in(&self, w: &Window) -> Result<PerformanceView, ApiError> {
         let (store, limits) = (self.store()?, self.limits());
-        let totals = store.totals(w, limits).await?;
-        let endpoints: Vec<EndpointStats> = store
-            .endpoints(w, limits)
-            .await?
-            .into_iter()
-            .map(endpoint)
-            .collect();
+        let (series, endpoints, status_codes, slow, db) = tokio::try_join!(
+            store.series(w, limits),
+            store.endpoints(w, limits),
+            store.status_codes(w, limits),
+            store.slow_requests(w, 20, limits),
+            store.db_queries(w, limits),
+        )?;
+        let totals = a::Totals::of(&series);
+        let endpoints: Vec<EndpointStats> = endpoints.into_iter().map(endpoint).collect();
         let mut slowest: Vec<EndpointStats> =
             endpoints.iter().filter(|e| e.count >= 5).cloned().collect();
         slowest.sort_by(|x, y| y.p95_ms.total_cmp(&x.p95_ms).then(x.route.cmp(&y.route)));
         slowest.truncate(10);
-        let slow_requests = store
-            .slow_requests(w, 20, limits)
-            .await?
+        let slow_requests = slow
             .into_iter()
             .map(|s| SlowRequest {
                 time: chrono::DateTime::from_timestamp_millis(s.t_ms as i64)
@@ -642,17 +661,12 @@ impl Service {
             requests: totals.requests,
             server_errors: totals.server_errors,
             error_rate: ratio(totals.server_errors, totals.requests),
-            throughput: points(store.series(w, limits).await?),
+            throughput: points(series),
             endpoints,
             slowest,
-            status_codes: counted(store.status_codes(w, limits).await?),
+            status_codes: counted(status_codes),
             slow_requests,
-            db_queries: store
-                .db_queries(w, limits)
-                .await?
-                .into_iter()
-                .map(endpoint)
-                .collect(),
+            db_queries: db.into_iter().map(endpoint).collect(),
         })
     }
 
@@ -667,8 +681,13 @@ impl Service {
 
     async fn security_in(&self, w: &Window) -> Result<SecurityView, ApiError> {
         let (store, limits) = (self.store()?, self.limits());
-        let ips = store.ip_activity(w, limits).await?;
-        let by_user = counted(store.failed_auth_users(w, limits).await?);
+        let (ips, by_user, classes, agents) = tokio::try_join!(
+            store.ip_activity(w, limits),
+            store.failed_auth_users(w, limits),
+            store.classes(w, limits),
+            store.agents_by_class(w, limits),
+        )?;
+        let by_user = counted(by_user);
         let mut by_ip: Vec<IpFailures> = ips
             .iter()
             .filter(|i| i.failed_auth > 0)
@@ -721,8 +740,8 @@ impl Service {
             failed_auth_by_ip: by_ip,
             failed_auth_by_user: by_user,
             suspicious_ips: suspicious,
-            classes: class_stats(store.classes(w, limits).await?),
-            user_agents: class_stats(store.agents_by_class(w, limits).await?),
+            classes: class_stats(classes),
+            user_agents: class_stats(agents),
             not_found_bursts: burst(|i| i.not_found, 10),
             rate_limited: burst(|i| i.rate_limited, 1),
         })
@@ -748,13 +767,12 @@ impl Service {
 
     async fn users_in(&self, w: &Window, gap_s: u64) -> Result<UsersView, ApiError> {
         let (store, limits) = (self.store()?, self.limits());
-        let rows = store.user_sessions(w, gap_s, limits).await?;
-        let returning: HashMap<String, u64> = store
-            .returning_users(w, 30 * 86_400, limits)
-            .await?
-            .into_iter()
-            .map(|c| (c.key, c.n))
-            .collect();
+        let (rows, returning, per_day) = tokio::try_join!(
+            store.user_sessions(w, gap_s, limits),
+            store.returning_users(w, 30 * 86_400, limits),
+            store.users_per_day(w, limits),
+        )?;
+        let returning: HashMap<String, u64> = returning.into_iter().map(|c| (c.key, c.n)).collect();
         let mut adoption: BTreeMap<String, u64> = BTreeMap::new();
         for r in &rows {
             for route in &r.routes {
@@ -772,9 +790,7 @@ impl Service {
             .iter()
             .filter(|r| returning.contains_key(&r.user))
             .count() as u64;
-        let per_day = store
-            .users_per_day(w, limits)
-            .await?
+        let per_day = per_day
             .into_iter()
             .map(|d| Counted {
                 key: rfc(d.day_s)[..10].to_string(),
@@ -835,12 +851,14 @@ impl Service {
                 })
             }
         };
-        let storage = store.storage(limits).await?;
-        let totals = store.totals(&w, limits).await?;
+        let (storage, series, agents) = tokio::try_join!(
+            store.storage(limits),
+            store.series(&w, limits),
+            store.agents(&w, limits)
+        )?;
+        let totals = a::Totals::of(&series);
         let now_s = now_ns() / NS;
-        let agents: Vec<AgentHealth> = store
-            .agents(&w, limits)
-            .await?
+        let agents: Vec<AgentHealth> = agents
             .into_iter()
             .map(|x| AgentHealth {
                 agent_id: x.key,
@@ -905,8 +923,9 @@ impl Service {
             tenants: p.scope.sql(params.tenant.as_deref())?,
             only: params.only(),
         };
-        let today = self.day_summary(&day).await?;
-        let before = self.day_summary(&day.previous()).await?;
+        let previous = day.previous();
+        let (today, before) =
+            tokio::try_join!(self.day_summary(&day), self.day_summary(&previous))?;
         let pairs = [
             ("records", today.records as f64, before.records as f64),
             ("errors", today.errors as f64, before.errors as f64),
@@ -942,10 +961,12 @@ impl Service {
     }
 
     async fn day_summary(&self, w: &Window) -> Result<DaySummary, ApiError> {
-        let errors = self.errors_in(w).await?;
-        let performance = self.performance_in(w).await?;
-        let security = self.security_in(w).await?;
-        let users = self.users_in(w, 1800).await?;
+        let (errors, performance, security, users) = tokio::try_join!(
+            self.errors_in(w),
+            self.performance_in(w),
+            self.security_in(w),
+            self.users_in(w, 1800),
+        )?;
         Ok(DaySummary {
             day: rfc(w.from_s)[..10].to_string(),
             records: errors.records,

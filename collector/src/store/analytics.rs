@@ -77,6 +77,28 @@ pub struct Bucket {
     pub records: u64,
     pub errors: u64,
     pub requests: u64,
+    pub server_errors: u64,
+}
+
+impl Totals {
+    /// The sums of a series (one scan serves both).
+    pub fn of(series: &[Bucket]) -> Totals {
+        Totals {
+            records: series.iter().map(|b| b.records).sum(),
+            errors: series.iter().map(|b| b.errors).sum(),
+            requests: series.iter().map(|b| b.requests).sum(),
+            server_errors: series.iter().map(|b| b.server_errors).sum(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Breakdown {
+    pub service: String,
+    pub module: String,
+    pub function: String,
+    pub exception: String,
+    pub n: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,40 +280,30 @@ impl Store {
             .collect()
     }
 
-    pub async fn totals(&self, w: &Window, limits: ReadLimits) -> Result<Totals, StoreError> {
-        let sql = format!(
-            "SELECT count() AS records, countIf(severity_number >= {ERROR_SEVERITY}) AS errors, \
-             countIf(http_route != '') AS requests, countIf(http_status >= 500) AS server_errors \
-             FROM logs WHERE {{w}}"
-        );
-        let rows: Vec<Totals> = self.json_rows(&sql, &[&w.filter()], limits).await?;
-        rows.into_iter()
-            .next()
-            .ok_or_else(|| StoreError::Decode("no totals row".into()))
-    }
-
     pub async fn series(&self, w: &Window, limits: ReadLimits) -> Result<Vec<Bucket>, StoreError> {
         let step = w.step_s();
         let sql = format!(
             "SELECT intDiv(toUInt32(timestamp), {step}) * {step} AS t, count() AS records, \
-             countIf(severity_number >= {ERROR_SEVERITY}) AS errors, countIf(http_route != '') AS requests \
+             countIf(severity_number >= {ERROR_SEVERITY}) AS errors, countIf(http_route != '') AS requests, \
+             countIf(http_status >= 500) AS server_errors \
              FROM logs WHERE {{w}} GROUP BY t ORDER BY t"
         );
         self.json_rows(&sql, &[&w.filter()], limits).await
     }
 
-    /// The most frequent values of `expr` among the window's errors.
-    pub async fn error_top(
+    /// The window's errors by service, module, function and exception type
+    /// (the first of `exception.type`, `error.type`, `exc_type`,
+    /// `exception_type`; index 1 of the padded array, as 18.16 rejects 0).
+    pub async fn error_breakdown(
         &self,
         w: &Window,
-        expr: &str,
-        limit: u32,
         limits: ReadLimits,
-    ) -> Result<Vec<Count>, StoreError> {
+    ) -> Result<Vec<Breakdown>, StoreError> {
         let sql = format!(
-            "SELECT toString({expr}) AS key, count() AS n FROM logs \
-             WHERE {{w}} AND severity_number >= {ERROR_SEVERITY} AND key != '' \
-             GROUP BY key ORDER BY n DESC, key LIMIT {limit}"
+            "SELECT service, module, function, \
+             arrayElement(arrayPushFront(attr_values, ''), 1 + arrayFirstIndex(k -> k IN ('exception.type', 'error.type', 'exc_type', 'exception_type'), attr_keys)) AS exception, \
+             count() AS n FROM logs WHERE {{w}} AND severity_number >= {ERROR_SEVERITY} \
+             GROUP BY service, module, function, exception ORDER BY n DESC LIMIT 10000"
         );
         self.json_rows(&sql, &[&w.filter()], limits).await
     }
@@ -326,25 +338,37 @@ impl Store {
         self.json_rows(&sql, &[&w.filter()], limits).await
     }
 
-    /// The endpoints of the requests that errors share a request id with:
-    /// the three most frequent per error pattern.
+    /// The endpoints of the requests that errors of the given patterns
+    /// share a request id with: the three most frequent per pattern.
     pub async fn error_routes(
         &self,
         w: &Window,
+        ids: &[u64],
         limits: ReadLimits,
     ) -> Result<Vec<PatternRoute>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = ids
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let errors = format!(
+            "severity_number >= {ERROR_SEVERITY} AND pattern_id IN ({list}) AND request_id != ''"
+        );
         let sql = format!(
             "SELECT pattern_id, route, count() AS n FROM ( \
-               SELECT pattern_id, request_id FROM logs \
-               WHERE {{w}} AND severity_number >= {ERROR_SEVERITY} AND request_id != '' \
+               SELECT pattern_id, request_id FROM logs WHERE {{w}} AND {errors} \
              ) ANY INNER JOIN ( \
                SELECT request_id, concat(http_method, ' ', http_route) AS route FROM logs \
-               WHERE {{w}} AND http_route != '' AND request_id != '' \
+               WHERE {{w}} AND http_route != '' \
+               AND request_id IN (SELECT request_id FROM logs WHERE {{w}} AND {errors}) \
              ) USING request_id \
              GROUP BY pattern_id, route ORDER BY n DESC, route LIMIT 3 BY pattern_id"
         );
         let f = w.filter();
-        self.json_rows(&sql, &[&f, &f], limits).await
+        self.json_rows(&sql, &[&f, &f, &f], limits).await
     }
 
     /// Templates and first sighting of the given patterns, within scope.

@@ -54,11 +54,11 @@ async fn main() -> anyhow::Result<()> {
            (number % 2000) / 2, concat('10.0.', toString(number % 250), '.', toString(number % 200)), \
            if(number % 101 = 7, 'curl/8.5.0', 'Mozilla/5.0 (X11; Linux x86_64)'), \
            concat('user-', toString(number % 5000)), 'api_performance', 'handlers', 'dispatch', \
-           if(number % 20 = 0, ['exception.type'], []), if(number % 20 = 0, [['TimeoutError', 'ValueError'][number % 2 + 1]], []), \
+           if(number % 20 = 0, ['exception.type'], emptyArrayString()), if(number % 20 = 0, [['TimeoutError', 'ValueError'][number % 2 + 1]], emptyArrayString()), \
            concat('bench-agent-', toString(number % 4)), number, \
            if(number % 20 = 0, number % 200, 1000 + number % 40), \
            multiIf(number % 997 = 11, 'sqli', number % 991 = 13, 'xss', number % 983 = 17, 'scanner', number % 101 = 7, 'bot', 'benign'), \
-           if(number % 997 = 11, ['sqli_tautology'], []) \
+           if(number % 997 = 11, ['sqli_tautology'], emptyArrayString()) \
          FROM (SELECT number, {start} * 1000000000 + number * {step} AS t FROM numbers({rows}))"
     );
     stack.ch.query(&insert);
