@@ -270,6 +270,7 @@ impl Stack {
                 require_credentials: true,
                 tls: &tls_section,
                 api,
+                ingest: "",
             },
             "",
         );

@@ -304,6 +304,8 @@ pub struct Security<'a> {
     pub tls: &'a str,
     /// More keys for the `[api]` table.
     pub api: &'a str,
+    /// More keys for the `[ingest]` table.
+    pub ingest: &'a str,
 }
 
 /// Plain text, and agents ship without credentials into tenant `default`.
@@ -311,6 +313,7 @@ pub const OPEN: Security = Security {
     require_credentials: false,
     tls: "plaintext = true",
     api: "",
+    ingest: "",
 };
 
 impl Collector {
@@ -345,11 +348,12 @@ impl Collector {
             &format!("{name}.toml"),
             &format!(
                 "shutdown_timeout_ms = 5000\n[ingest]\nlisten = \"127.0.0.1:{port}\"\nbatch_deadline_ms = 4000\n\
-                 require_credentials = {}\n\
+                 require_credentials = {}\n{}\n\
                  [api]\nhttp_listen = \"127.0.0.1:{http_port}\"\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\n\
                  tail_poll_interval_ms = 200\n{}\n[tls]\n{}\n\
                  [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n[log]\nlevel = \"info\"\n{extra}",
-                security.require_credentials,
+                                security.require_credentials,
+                security.ingest,
                 security.api,
                 security.tls,
                 ch.url()

@@ -52,6 +52,7 @@ fn strict_collector(stack: &Stack, certs: &Certs, database: &str) -> Collector {
             require_credentials: true,
             tls: &tls,
             api: "",
+            ingest: "",
         },
         "",
     )

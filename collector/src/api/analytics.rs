@@ -171,7 +171,6 @@ pub struct SuspiciousIp {
     /// 0 to 100.
     pub score: u64,
     pub reasons: Vec<String>,
-    pub requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -448,7 +447,6 @@ fn suspicion(ip: &a::IpActivity) -> SuspiciousIp {
         ip: ip.ip.clone(),
         score: score.min(100),
         reasons,
-        requests: ip.requests,
     }
 }
 
@@ -767,11 +765,16 @@ impl Service {
 
     async fn users_in(&self, w: &Window, gap_s: u64) -> Result<UsersView, ApiError> {
         let (store, limits) = (self.store()?, self.limits());
-        let (rows, returning, per_day) = tokio::try_join!(
+        let (rows, returning) = tokio::try_join!(
             store.user_sessions(w, gap_s, limits),
             store.returning_users(w, 30 * 86_400, limits),
-            store.users_per_day(w, limits),
         )?;
+        let mut days: BTreeMap<u64, u64> = BTreeMap::new();
+        for r in &rows {
+            for d in &r.days {
+                *days.entry(*d).or_default() += 1;
+            }
+        }
         let returning: HashMap<String, u64> = returning.into_iter().map(|c| (c.key, c.n)).collect();
         let mut adoption: BTreeMap<String, u64> = BTreeMap::new();
         for r in &rows {
@@ -790,11 +793,11 @@ impl Service {
             .iter()
             .filter(|r| returning.contains_key(&r.user))
             .count() as u64;
-        let per_day = per_day
+        let per_day = days
             .into_iter()
-            .map(|d| Counted {
-                key: rfc(d.day_s)[..10].to_string(),
-                count: d.users,
+            .map(|(day, users)| Counted {
+                key: rfc(day)[..10].to_string(),
+                count: users,
             })
             .collect();
         Ok(UsersView {

@@ -5,7 +5,8 @@
 //! the same file: `cat` reading it, and clickhouse-client inserting it
 //! directly (JSONEachRow, one statement).
 //!
-//! Usage: throughput [LINES] (default 1,000,000). Build with --release.
+//! Usage: throughput [LINES] [--no-analyze] (default 1,000,000 lines, with
+//! ingest's stamping on). Build with --release.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -14,10 +15,13 @@ use std::time::{Duration, Instant};
 use logferry_e2e::{seed_line, wait_until, Agent, ClickHouse, Collector, TempDir};
 
 fn main() -> anyhow::Result<()> {
-    let lines: u64 = match std::env::args().nth(1) {
+    let lines: u64 = match std::env::args().skip(1).find(|a| !a.starts_with("--")) {
         Some(a) => a.replace('_', "").parse()?,
         None => 1_000_000,
     };
+    // `--no-analyze`: ingest without pattern and security stamping, to
+    // measure what it costs.
+    let analyze = !std::env::args().any(|a| a == "--no-analyze");
     let dir = TempDir::new()?;
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs)?;
@@ -63,7 +67,18 @@ fn main() -> anyhow::Result<()> {
     let direct = started.elapsed();
 
     // logferry.
-    let mut collector = Collector::new(dir.path(), "collector", &ch, "bench", "");
+    let mut collector = Collector::start(
+        logferry_e2e::free_port(),
+        dir.path(),
+        "collector",
+        &ch,
+        "bench",
+        logferry_e2e::Security {
+            ingest: if analyze { "" } else { "analyze = false" },
+            ..logferry_e2e::OPEN
+        },
+        "",
+    );
     let sources = format!(
         "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nservice = \"bench\"\n",
         logs.display()
