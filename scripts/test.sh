@@ -6,6 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
+# A real country database for the GeoIP test (GeoLite2 data, CC BY-SA 4.0,
+# as packaged by ip-location-db on npm), fetched once and cached.
+geoip_dir=/var/tmp/logferry-geoip
+geoip_version=2.3.2026061719
+export LOGFERRY_GEOIP_MMDB="$geoip_dir/$geoip_version/geolite2-country.mmdb"
+if [ ! -s "$LOGFERRY_GEOIP_MMDB" ]; then
+  echo "== fetching the GeoLite2 country database ($geoip_version)"
+  mkdir -p "$geoip_dir/$geoip_version"
+  curl -fsSL "https://registry.npmjs.org/@ip-location-db/geolite2-country-mmdb/-/geolite2-country-mmdb-$geoip_version.tgz" \
+    | tar -xz -C "$geoip_dir/$geoip_version" --strip-components=1 package/geolite2-country.mmdb
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -93,6 +93,9 @@ pub struct ApiConfig {
     pub tail_lookback_ms: u64,
     /// Live tails served at once; more are refused (429).
     pub max_tails: usize,
+    /// A MaxMind-format country database (`.mmdb`); the security view then
+    /// breaks activity down by country. Empty: no breakdown.
+    pub geoip_mmdb: String,
 }
 
 impl Default for ApiConfig {
@@ -105,6 +108,7 @@ impl Default for ApiConfig {
             tail_poll_interval_ms: 500,
             tail_lookback_ms: 10_000,
             max_tails: 64,
+            geoip_mmdb: String::new(),
         }
     }
 }
@@ -245,6 +249,13 @@ impl Settings for Config {
         }
         if self.api.max_execution_time_ms < 1000 {
             p.push("api.max_execution_time_ms: must be at least 1000".into());
+        }
+        if !self.api.geoip_mmdb.is_empty() && !std::path::Path::new(&self.api.geoip_mmdb).is_file()
+        {
+            p.push(format!(
+                "api.geoip_mmdb: `{}` is not a file",
+                self.api.geoip_mmdb
+            ));
         }
         if self.api.tail_poll_interval_ms == 0 || self.api.max_tails == 0 {
             p.push("api.tail_poll_interval_ms and api.max_tails: must be positive".into());

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod decode;
+pub mod geoip;
 pub mod ingest;
 pub mod offline;
 pub mod query;

@@ -54,7 +54,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .max_decoding_message_size(config.ingest.max_message_bytes)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let service = Arc::new(Service::new(store_rx.clone(), auth, config.api.clone()));
+    let mut service = Service::new(store_rx.clone(), auth, config.api.clone());
+    if !config.api.geoip_mmdb.is_empty() {
+        service = service.with_geoip(crate::geoip::GeoIp::open(std::path::Path::new(
+            &config.api.geoip_mmdb,
+        ))?);
+    }
+    let service = Arc::new(service);
 
     let stop_serving = CancellationToken::new();
     let mut servers = Servers {

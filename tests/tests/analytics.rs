@@ -254,6 +254,17 @@ fn globex() -> Vec<String> {
             json!({"user_id": "root"}),
         );
     }
+    // From a public address that the GeoIP database places in the US.
+    for i in 0..2 {
+        l.request(
+            800 + i,
+            ("POST", "/login"),
+            401,
+            5.0,
+            "8.8.8.8",
+            json!({"user_id": "root"}),
+        );
+    }
     l.0
 }
 
@@ -322,7 +333,11 @@ fn group<'a>(errors: &'a Value, template_start: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analytics_answer_exactly_per_tenant_over_http_and_grpc() {
-    let stack = Stack::start("analytics", None, "").await;
+    // The country database the README's test command downloads.
+    let mmdb = std::env::var("LOGFERRY_GEOIP_MMDB").expect(
+        "LOGFERRY_GEOIP_MMDB: a MaxMind-format country database (scripts/test.sh fetches one)",
+    );
+    let stack = Stack::start("analytics", None, &format!("geoip_mmdb = \"{mmdb}\"")).await;
     let (acme_lines, globex_lines) = (acme(), globex());
     let _acme = ship(&stack, "acme", &acme_lines).await;
     let _globex = ship(&stack, "globex", &globex_lines).await;
@@ -514,6 +529,22 @@ async fn analytics_answer_exactly_per_tenant_over_http_and_grpc() {
     assert_eq!(
         globex_sec["failed_auth_by_ip"][0]["count"], 3,
         "globex's own failures only"
+    );
+    let countries: Vec<(String, u64)> = globex_sec["countries"]
+        .as_array()
+        .expect("countries with a GeoIP database")
+        .iter()
+        .map(|c| {
+            (
+                c["country"].as_str().expect("code").to_string(),
+                c["failed_auth"].as_u64().expect("n"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        countries,
+        vec![("--".to_string(), 3), ("US".to_string(), 2)],
+        "private addresses are `--`"
     );
 
     // --- users -------------------------------------------------------------

@@ -91,9 +91,10 @@ pub struct ErrorGroup {
     pub sample: String,
     pub services: Vec<String>,
     pub hosts: Vec<String>,
-    /// Request ids of some of the group's records.
+    /// Request ids of some of the group's records (up to 20 per pattern).
     pub request_ids: Vec<String>,
-    /// The endpoints of the requests the errors belong to (shared request id).
+    /// The endpoints of the requests the errors belong to (shared request
+    /// id), counted over a sample of up to 20 request ids per group.
     pub endpoints: Vec<Counted>,
 }
 
@@ -200,6 +201,21 @@ pub struct SecurityView {
     pub not_found_bursts: Vec<Counted>,
     /// Addresses answered 429.
     pub rate_limited: Vec<Counted>,
+    /// The same activity by the addresses' country (`api.geoip_mmdb`);
+    /// null without a database. `--` stands for addresses it does not place.
+    pub countries: Option<Vec<CountryStats>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CountryStats {
+    /// ISO 3166 code.
+    pub country: String,
+    pub ips: u64,
+    pub failed_auth: u64,
+    pub attacks: u64,
+    pub scanner: u64,
+    pub not_found: u64,
+    pub rate_limited: u64,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -213,7 +229,7 @@ pub struct UserStats {
     pub last_seen: String,
     /// The endpoints this user called (up to 20).
     pub endpoints: Vec<String>,
-    /// Seen in the 30 days before the window.
+    /// Seen before the window (by this tenant, any service).
     pub returning: bool,
 }
 
@@ -518,22 +534,29 @@ impl Service {
             store.error_pattern_counts(&previous_window, limits),
         )?;
         let ids: Vec<u64> = rows.iter().map(|r| r.pattern_id).collect();
-        // Correlation for the busiest patterns only: it joins on request ids.
-        let busiest = &ids[..ids.len().min(50)];
-        let (infos, route_rows) = tokio::try_join!(
+        // Correlation: the endpoints of a sample of each busy pattern's
+        // request ids (20 per pattern, the 50 busiest patterns).
+        let sampled: Vec<String> = rows
+            .iter()
+            .take(50)
+            .flat_map(|r| r.request_ids.iter().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let (infos, request_routes) = tokio::try_join!(
             store.patterns(&w.tenants, &ids, limits),
-            store.error_routes(w, busiest, limits),
+            store.request_routes(w, &sampled, limits),
         )?;
+        let route_of: HashMap<String, String> = request_routes
+            .into_iter()
+            .map(|r| (r.request_id, r.route))
+            .collect();
         let infos: HashMap<u64, a::PatternInfo> =
             infos.into_iter().map(|i| (i.pattern_id, i)).collect();
         let previous: HashMap<u64, u64> = previous
             .into_iter()
             .filter_map(|c| Some((c.key.parse().ok()?, c.n)))
             .collect();
-        let mut routes: HashMap<u64, Vec<a::PatternRoute>> = HashMap::new();
-        for r in route_rows {
-            routes.entry(r.pattern_id).or_default().push(r);
-        }
 
         // A pattern without a registered template (its registration is
         // still to be retried) is its own group, named by its sample.
@@ -591,12 +614,12 @@ impl Service {
                     }
                 }
             }
-            for route in routes.get(&r.pattern_id).into_iter().flatten() {
-                match e.endpoints.iter_mut().find(|c| c.key == route.route) {
-                    Some(c) => c.count += route.n,
+            for route in r.request_ids.iter().filter_map(|id| route_of.get(id)) {
+                match e.endpoints.iter_mut().find(|c| &c.key == route) {
+                    Some(c) => c.count += 1,
                     None => e.endpoints.push(Counted {
-                        key: route.route.clone(),
-                        count: route.n,
+                        key: route.clone(),
+                        count: 1,
                     }),
                 }
             }
@@ -742,6 +765,7 @@ impl Service {
             user_agents: class_stats(agents),
             not_found_bursts: burst(|i| i.not_found, 10),
             rate_limited: burst(|i| i.rate_limited, 1),
+            countries: self.geoip.as_deref().map(|g| by_country(g, &ips)),
         })
     }
 
@@ -767,7 +791,7 @@ impl Service {
         let (store, limits) = (self.store()?, self.limits());
         let (rows, returning) = tokio::try_join!(
             store.user_sessions(w, gap_s, limits),
-            store.returning_users(w, 30 * 86_400, limits),
+            store.returning_users(w, limits),
         )?;
         let mut days: BTreeMap<u64, u64> = BTreeMap::new();
         for r in &rows {
@@ -963,35 +987,51 @@ impl Service {
         })
     }
 
+    /// One day's headline figures: the queries of the views that feed
+    /// them, without the views' detail (breakdowns, samples, adoption).
     async fn day_summary(&self, w: &Window) -> Result<DaySummary, ApiError> {
-        let (errors, performance, security, users) = tokio::try_join!(
-            self.errors_in(w),
-            self.performance_in(w),
-            self.security_in(w),
-            self.users_in(w, 1800),
+        let (store, limits) = (self.store()?, self.limits());
+        let (series, groups, endpoints, ips, classes, users) = tokio::try_join!(
+            async { Ok::<_, ApiError>(store.series(w, limits).await?) },
+            self.error_groups(w, 200),
+            async { Ok(store.endpoints(w, limits).await?) },
+            async { Ok(store.ip_activity(w, limits).await?) },
+            async { Ok(store.classes(w, limits).await?) },
+            async { Ok(store.user_sessions(w, 1800, limits).await?) },
         )?;
+        let totals = a::Totals::of(&series);
+        let mut slowest: Vec<EndpointStats> = endpoints
+            .into_iter()
+            .map(endpoint)
+            .filter(|e| e.count >= 5)
+            .collect();
+        slowest.sort_by(|x, y| y.p95_ms.total_cmp(&x.p95_ms).then(x.route.cmp(&y.route)));
+        slowest.truncate(5);
+        let mut suspicious: Vec<SuspiciousIp> =
+            ips.iter().map(suspicion).filter(|s| s.score > 0).collect();
+        suspicious.sort_by(|x, y| y.score.cmp(&x.score).then(x.ip.cmp(&y.ip)));
+        suspicious.truncate(5);
         Ok(DaySummary {
             day: rfc(w.from_s)[..10].to_string(),
-            records: errors.records,
-            errors: errors.errors,
-            error_rate: errors.error_rate,
-            new_error_groups: errors.groups.iter().filter(|g| g.new).count() as u64,
-            top_error_groups: errors.groups.into_iter().take(5).collect(),
-            requests: performance.requests,
-            server_error_rate: performance.error_rate,
-            slowest: performance.slowest.into_iter().take(5).collect(),
-            attacks: security
-                .classes
+            records: totals.records,
+            errors: totals.errors,
+            error_rate: ratio(totals.errors, totals.records),
+            new_error_groups: groups.iter().filter(|g| g.new).count() as u64,
+            top_error_groups: groups.into_iter().take(5).collect(),
+            requests: totals.requests,
+            server_error_rate: ratio(totals.server_errors, totals.requests),
+            slowest,
+            attacks: classes
                 .iter()
                 .filter(|c| {
                     ["sqli", "xss", "path_traversal", "cmd_injection"].contains(&c.class.as_str())
                 })
-                .map(|c| c.count)
+                .map(|c| c.n)
                 .sum(),
-            failed_auth: security.failed_auth,
-            suspicious_ips: security.suspicious_ips.into_iter().take(5).collect(),
-            active_users: users.active_users,
-            sessions: users.sessions,
+            failed_auth: ips.iter().map(|i| i.failed_auth).sum(),
+            suspicious_ips: suspicious,
+            active_users: users.len() as u64,
+            sessions: users.iter().map(|u| u.sessions).sum(),
         })
     }
 
@@ -1044,4 +1084,34 @@ impl Service {
                 .collect(),
         })
     }
+}
+
+/// The security view's per-address activity, summed per country.
+fn by_country(geoip: &crate::geoip::GeoIp, ips: &[a::IpActivity]) -> Vec<CountryStats> {
+    let mut by: BTreeMap<String, CountryStats> = BTreeMap::new();
+    for ip in ips {
+        let country = geoip.country(&ip.ip).unwrap_or_else(|| "--".into());
+        let c = by.entry(country.clone()).or_insert_with(|| CountryStats {
+            country,
+            ips: 0,
+            failed_auth: 0,
+            attacks: 0,
+            scanner: 0,
+            not_found: 0,
+            rate_limited: 0,
+        });
+        c.ips += 1;
+        c.failed_auth += ip.failed_auth;
+        c.attacks += ip.attacks;
+        c.scanner += ip.scanner;
+        c.not_found += ip.not_found;
+        c.rate_limited += ip.rate_limited;
+    }
+    let mut v: Vec<CountryStats> = by.into_values().collect();
+    v.sort_by(|x, y| {
+        (y.attacks + y.failed_auth + y.scanner)
+            .cmp(&(x.attacks + x.failed_auth + x.scanner))
+            .then(x.country.cmp(&y.country))
+    });
+    v
 }

@@ -299,6 +299,7 @@ pub struct Service {
     auth: Arc<Auth>,
     config: ApiConfig,
     tails: Arc<tokio::sync::Semaphore>,
+    pub(super) geoip: Option<Arc<crate::geoip::GeoIp>>,
 }
 
 impl Service {
@@ -312,7 +313,14 @@ impl Service {
             auth,
             tails: Arc::new(tokio::sync::Semaphore::new(config.max_tails)),
             config,
+            geoip: None,
         }
+    }
+
+    /// Adds the country database the security view uses.
+    pub fn with_geoip(mut self, geoip: crate::geoip::GeoIp) -> Service {
+        self.geoip = Some(Arc::new(geoip));
+        self
     }
 
     pub fn store(&self) -> Result<Store, ApiError> {

@@ -120,10 +120,9 @@ pub struct PatternCount {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct PatternRoute {
-    pub pattern_id: u64,
+pub struct RequestRoute {
+    pub request_id: String,
     pub route: String,
-    pub n: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,7 +317,7 @@ impl Store {
         let sql = format!(
             "SELECT pattern_id, count() AS n, toUInt32(min(timestamp)) AS first_s, toUInt32(max(timestamp)) AS last_s, \
              any(body) AS sample, topK(5)(service) AS services, topK(5)(host) AS hosts, \
-             topKIf(5)(request_id, request_id != '') AS request_ids \
+             groupArrayIf(20)(request_id, request_id != '') AS request_ids \
              FROM logs WHERE {{w}} AND severity_number >= {ERROR_SEVERITY} \
              GROUP BY pattern_id ORDER BY n DESC, pattern_id LIMIT {limit}"
         );
@@ -338,37 +337,28 @@ impl Store {
         self.json_rows(&sql, &[&w.filter()], limits).await
     }
 
-    /// The endpoints of the requests that errors of the given patterns
-    /// share a request id with: the three most frequent per pattern.
-    pub async fn error_routes(
+    /// The endpoint (`METHOD /route`) of each of these request ids that
+    /// has a request record in the window.
+    pub async fn request_routes(
         &self,
         w: &Window,
-        ids: &[u64],
+        request_ids: &[String],
         limits: ReadLimits,
-    ) -> Result<Vec<PatternRoute>, StoreError> {
-        if ids.is_empty() {
+    ) -> Result<Vec<RequestRoute>, StoreError> {
+        if request_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list = ids
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let errors = format!(
-            "severity_number >= {ERROR_SEVERITY} AND pattern_id IN ({list}) AND request_id != ''"
+        let ids = Sql::new(
+            format!(
+                "request_id IN ({})",
+                vec!["?"; request_ids.len()].join(", ")
+            ),
+            request_ids.iter().map(|r| Value::Str(r.clone())).collect(),
         );
-        let sql = format!(
-            "SELECT pattern_id, route, count() AS n FROM ( \
-               SELECT pattern_id, request_id FROM logs WHERE {{w}} AND {errors} \
-             ) ANY INNER JOIN ( \
-               SELECT request_id, concat(http_method, ' ', http_route) AS route FROM logs \
-               WHERE {{w}} AND http_route != '' \
-               AND request_id IN (SELECT request_id FROM logs WHERE {{w}} AND {errors}) \
-             ) USING request_id \
-             GROUP BY pattern_id, route ORDER BY n DESC, route LIMIT 3 BY pattern_id"
-        );
-        let f = w.filter();
-        self.json_rows(&sql, &[&f, &f, &f], limits).await
+        let sql =
+            "SELECT request_id, any(concat(http_method, ' ', http_route)) AS route FROM logs \
+             WHERE {w} AND http_route != '' AND {w} GROUP BY request_id";
+        self.json_rows(sql, &[&w.filter(), &ids], limits).await
     }
 
     /// Templates and first sighting of the given patterns, within scope.
@@ -526,23 +516,19 @@ impl Store {
         self.json_rows(&sql, &[&w.filter()], limits).await
     }
 
-    /// Users of `w` already seen in the `lookback_s` before it.
+    /// The users of `w`'s tenants first seen before it
+    /// (`user_first_seen`, kept by a materialized view).
     pub async fn returning_users(
         &self,
         w: &Window,
-        lookback_s: u64,
         limits: ReadLimits,
     ) -> Result<Vec<Count>, StoreError> {
-        let before = Window {
-            from_s: w.from_s.saturating_sub(lookback_s),
-            to_s: w.from_s,
-            tenants: w.tenants.clone(),
-            only: w.only.clone(),
-        };
-        let sql = "SELECT user_id AS key, count() AS n FROM logs WHERE {w} AND user_id != '' \
-             AND user_id IN (SELECT user_id FROM logs WHERE {w} AND user_id != '') GROUP BY key";
-        self.json_rows(sql, &[&before.filter(), &w.filter()], limits)
-            .await
+        let sql = format!(
+            "SELECT user_id AS key, toUInt64(1) AS n FROM user_first_seen WHERE {{w}} \
+             GROUP BY user_id HAVING minMerge(first_seen) < toDateTime({})",
+            w.from_s
+        );
+        self.json_rows(&sql, &[&w.tenants], limits).await
     }
 
     /// Agents (and hosts) that shipped in the window, with their last

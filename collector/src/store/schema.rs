@@ -236,7 +236,28 @@ pub const MIGRATIONS: &[Migration] = &[
                 first_seen DateTime,
                 collector_id String
             ) ENGINE = MergeTree
-            ORDER BY (tenant, pattern_id)",
+                        ORDER BY (tenant, pattern_id)",
+        ],
+    },
+    Migration {
+        version: 6,
+        name: "first sighting of each user, for new versus returning users",
+        requires: None,
+        statements: &[
+            // `min` is idempotent: a row counted twice cannot change it,
+            // and two collectors backfilling at once agree.
+            "CREATE TABLE IF NOT EXISTS {db}.user_first_seen (
+                tenant String,
+                user_id String,
+                first_seen AggregateFunction(min, DateTime)
+            ) ENGINE = AggregatingMergeTree
+            ORDER BY (tenant, user_id)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.user_first_seen_mv TO {db}.user_first_seen
+            AS SELECT tenant, user_id, minState(timestamp) AS first_seen
+            FROM {db}.logs WHERE user_id != '' GROUP BY tenant, user_id",
+            "INSERT INTO {db}.user_first_seen
+            SELECT tenant, user_id, minState(timestamp) FROM {db}.logs
+            WHERE user_id != '' GROUP BY tenant, user_id",
         ],
     },
 ];
@@ -273,12 +294,12 @@ mod tests {
         let new = ServerVersion::parse("24.8.4.13").expect("parses");
         assert_eq!(
             pending(&[], old).map(|m| m.version).collect::<Vec<_>>(),
-            vec![1, 3, 5]
+            vec![1, 3, 5, 6]
         );
-        assert_eq!(pending(&[1, 3, 5], old).count(), 0);
+        assert_eq!(pending(&[1, 3, 5, 6], old).count(), 0);
         assert_eq!(
             pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(),
-            vec![2, 3, 4, 5]
+            vec![2, 3, 4, 5, 6]
         );
         assert_eq!(ServerVersion::parse("garbage"), None);
     }
