@@ -20,6 +20,36 @@ use crate::store::now_ns;
 
 const NS: u64 = 1_000_000_000;
 
+/// How long a daily report of a day that is over is served again without
+/// recomputing it. Records that arrive later (an agent catching up) show
+/// after at most this long.
+pub const REPORT_CACHE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A day counts as over this long after its end: later arrivals are rare.
+const REPORT_SETTLED_S: u64 = 600;
+
+/// Reports by (scope, filters, day), with when they were computed.
+#[derive(Debug, Default)]
+pub struct ReportCache(std::sync::Mutex<HashMap<String, (std::time::Instant, DailyReport)>>);
+
+impl ReportCache {
+    fn get(&self, key: &str) -> Option<DailyReport> {
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < REPORT_CACHE)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn put(&self, key: String, report: DailyReport) {
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, (at, _)| at.elapsed() < REPORT_CACHE);
+        if cache.len() < 1000 {
+            cache.insert(key, (std::time::Instant::now(), report));
+        }
+    }
+}
+
 /// Window and filters, as both APIs receive them.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -573,10 +603,12 @@ impl Service {
         let mut index: HashMap<u64, usize> = HashMap::new();
         for r in &rows {
             let g = &groups[&template_of(r)];
+            // The registry records the batch that first carried a template;
+            // an older record can arrive later, so the window's own first
+            // sighting bounds it too.
             let ever = infos
                 .get(&r.pattern_id)
-                .map(|i| i.first_seen_s)
-                .unwrap_or(r.first_s);
+                .map_or(r.first_s, |i| i.first_seen_s.min(r.first_s));
             let prev = previous.get(&r.pattern_id).copied().unwrap_or(0);
             let i = *index.entry(g.id).or_insert_with(|| {
                 out.push(ErrorGroup {
@@ -950,6 +982,13 @@ impl Service {
             tenants: p.scope.sql(params.tenant.as_deref())?,
             only: params.only(),
         };
+        let settled = day.to_s + REPORT_SETTLED_S <= now_ns() / NS;
+        let key = format!("{:?}|{:?}|{}", day.tenants, day.only, day.from_s);
+        if settled {
+            if let Some(report) = self.reports.get(&key) {
+                return Ok(report);
+            }
+        }
         let previous = day.previous();
         let (today, before) =
             tokio::try_join!(self.day_summary(&day), self.day_summary(&previous))?;
@@ -980,11 +1019,15 @@ impl Service {
             .into_iter()
             .map(|(k, now, then)| (k.to_string(), (then != 0.0).then(|| (now - then) / then)))
             .collect();
-        Ok(DailyReport {
+        let report = DailyReport {
             day: today,
             previous_day: before,
             change,
-        })
+        };
+        if settled {
+            self.reports.put(key, report.clone());
+        }
+        Ok(report)
     }
 
     /// One day's headline figures: the queries of the views that feed

@@ -300,6 +300,9 @@ pub struct Service {
     config: ApiConfig,
     tails: Arc<tokio::sync::Semaphore>,
     pub(super) geoip: Option<Arc<crate::geoip::GeoIp>>,
+    /// Daily reports of days that are over, for a few minutes
+    /// (`analytics::REPORT_CACHE`).
+    pub(super) reports: super::analytics::ReportCache,
 }
 
 impl Service {
@@ -314,6 +317,7 @@ impl Service {
             tails: Arc::new(tokio::sync::Semaphore::new(config.max_tails)),
             config,
             geoip: None,
+            reports: Default::default(),
         }
     }
 

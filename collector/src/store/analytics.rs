@@ -218,13 +218,34 @@ pub struct AlertState {
 
 /// Failed authentication: a refusal on a login-like route, or an event
 /// that says so.
-const FAILED_AUTH: &str = "((http_status IN (401, 403) AND match(lower(http_route), 'login|signin|sign-in|auth|token|session|password')) \
-     OR event_type IN ('login_failed', 'auth_failed', 'authentication_failed', 'failed_login', 'login_failure'))";
+/// Event types that say an authentication failed.
+macro_rules! auth_failure_events {
+    () => {
+        "('login_failed', 'auth_failed', 'authentication_failed', 'failed_login', 'login_failure')"
+    };
+}
+
+const FAILED_AUTH: &str = concat!(
+    "((http_status IN (401, 403) AND match(lower(http_route), 'login|signin|sign-in|auth|token|session|password')) \
+     OR event_type IN ",
+    auth_failure_events!(),
+    ")"
+);
+
+/// A cheap superset of failed authentications.
+const AUTH_REFUSALS: &str = concat!(
+    "(http_status IN (401, 403) OR event_type IN ",
+    auth_failure_events!(),
+    ")"
+);
 
 /// A cheap superset of the rows the security view counts, read first
 /// (`PREWHERE`) so the route match runs on few rows.
-const NOTEWORTHY: &str = "(http_status IN (401, 403, 404, 429) OR security_class NOT IN ('', 'benign') \
-     OR event_type IN ('login_failed', 'auth_failed', 'authentication_failed', 'failed_login', 'login_failure'))";
+const NOTEWORTHY: &str = concat!(
+    "(http_status IN (401, 403, 404, 429) OR security_class NOT IN ('', 'benign') OR event_type IN ",
+    auth_failure_events!(),
+    ")"
+);
 
 const ATTACK: &str = "security_class IN ('sqli', 'xss', 'path_traversal', 'cmd_injection')";
 
@@ -403,7 +424,7 @@ impl Store {
         limits: ReadLimits,
     ) -> Result<Vec<Count>, StoreError> {
         let sql = "SELECT toString(http_status) AS key, count() AS n FROM logs \
-             WHERE {w} AND http_route != '' GROUP BY key ORDER BY key";
+             WHERE {w} AND http_status != 0 GROUP BY key ORDER BY key";
         self.json_rows(sql, &[&w.filter()], limits).await
     }
 
@@ -413,10 +434,27 @@ impl Store {
         limit: u32,
         limits: ReadLimits,
     ) -> Result<Vec<SlowRequest>, StoreError> {
+        // Two steps: the times of the slowest requests from numeric columns
+        // only, then their details from the few granules that hold them.
+        let sql = format!(
+            "SELECT toString(time_unix_nano) AS key, toUInt64(0) AS n FROM logs \
+             WHERE {{w}} AND http_status != 0 ORDER BY duration_ms DESC LIMIT {limit}"
+        );
+        let times: Vec<Count> = self.json_rows(&sql, &[&w.filter()], limits).await?;
+        if times.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = times
+            .iter()
+            .filter_map(|t| t.key.parse::<u64>().ok())
+            .map(|t| t.to_string())
+            .collect();
         let sql = format!(
             "SELECT intDiv(time_unix_nano, 1000000) AS t_ms, http_method AS method, http_path AS path, \
              http_status AS status, duration_ms, request_id, service, host \
-             FROM logs WHERE {{w}} AND http_route != '' ORDER BY duration_ms DESC LIMIT {limit}"
+             FROM logs PREWHERE time_unix_nano IN ({}) WHERE {{w}} AND http_status != 0 \
+             ORDER BY duration_ms DESC LIMIT {limit}",
+            list.join(", ")
         );
         self.json_rows(&sql, &[&w.filter()], limits).await
     }
@@ -463,7 +501,7 @@ impl Store {
         limits: ReadLimits,
     ) -> Result<Vec<Count>, StoreError> {
         let sql = format!(
-            "SELECT user_id AS key, count() AS n FROM logs PREWHERE {NOTEWORTHY} WHERE {{w}} AND user_id != '' AND {FAILED_AUTH} \
+            "SELECT user_id AS key, count() AS n FROM logs PREWHERE {AUTH_REFUSALS} WHERE {{w}} AND user_id != '' AND {FAILED_AUTH} \
              GROUP BY key ORDER BY n DESC, key LIMIT 100"
         );
         self.json_rows(&sql, &[&w.filter()], limits).await
@@ -509,7 +547,7 @@ impl Store {
              arrayDistinct(arrayMap(x -> intDiv(x, 86400) * 86400, ts)) AS days FROM ( \
                SELECT user_id AS user, count() AS requests, arraySort(groupArray(toUInt32(timestamp))) AS ts, \
                arrayDifference(ts) AS diffs, ts[1] AS first_s, ts[-1] AS last_s, \
-               topKIf(20)(http_route, http_route != '') AS routes \
+               arraySlice(groupUniqArrayIf(http_route, http_route != ''), 1, 20) AS routes \
                FROM logs WHERE {{w}} AND user_id != '' GROUP BY user \
              ) ORDER BY requests DESC, user LIMIT 1000"
         );

@@ -1,8 +1,9 @@
 //! Analytics latency on a realistic volume: ROWS rows (default 10,000,000)
 //! over the last 24 hours, in a private ClickHouse behind a real collector.
 //! Every analytics endpoint is called RUNS times over HTTP for the last
-//! 24 hours, as an analyst of one tenant, and the median and 95th
-//! percentile are printed.
+//! 24 hours, as an analyst of one tenant; the first call and the median
+//! and 95th percentile of the following RUNS are printed (the daily report
+//! of a day that is over is cached, so its first call is the computation).
 //!
 //! Rows are generated inside ClickHouse (`INSERT … SELECT FROM numbers`)
 //! with the columns ingest stamps filled as it would: 200 error patterns
@@ -85,9 +86,10 @@ async fn main() -> anyhow::Result<()> {
         // Yesterday (UTC), which the last 24 hours overlap.
         ("report/daily", ""),
     ];
-    println!("| endpoint (acme, 24 h) | p50 ms | p95 ms |\n|---|---:|---:|");
+    println!("| endpoint (acme, 24 h) | first call ms | p50 ms | p95 ms |\n|---|---:|---:|---:|");
     for (view, query) in views {
         let mut times: Vec<Duration> = Vec::with_capacity(runs);
+        let mut first = Duration::ZERO;
         for run in 0..=runs {
             let t = Instant::now();
             let reply = http
@@ -102,12 +104,15 @@ async fn main() -> anyhow::Result<()> {
             );
             if run > 0 {
                 times.push(elapsed);
+            } else {
+                first = elapsed;
             }
         }
         times.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
-            "| {view} | {:.0} | {:.0} |",
+            "| {view} | {:.0} | {:.0} | {:.0} |",
+            ms(first),
             ms(times[times.len() / 2]),
             ms(times[(times.len() * 95 / 100).min(times.len() - 1)])
         );
