@@ -102,6 +102,12 @@ Search and tail through the API:
   curl -s -G -H "Authorization: Bearer \$token" $api/api/v1/logs/search --data-urlencode 'q=level:error -path:/health' -d limit=5
   curl -sN -G -H "Authorization: Bearer \$token" $api/api/v1/logs/tail --data-urlencode 'q=status:>=500'
 
+Analytics (error groups, endpoint latency, attacks, users, health):
+  curl -s -G -H "Authorization: Bearer \$token" $api/api/v1/logs/errors -d last=1h
+  curl -s -G -H "Authorization: Bearer \$token" $api/api/v1/logs/performance -d last=1h
+  curl -s -G -H "Authorization: Bearer \$token" $api/api/v1/logs/security -d last=1h
+  curl -s -G -H "Authorization: Bearer \$token" $api/api/v1/logs/health
+
 
 Or in ClickHouse directly:
   clickhouse-client --port $tcp_port --query "SELECT count() FROM logferry.logs"
