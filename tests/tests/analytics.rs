@@ -120,13 +120,14 @@ fn acme() -> Vec<String> {
             json!({}),
         );
     }
-    // Another service's errors (for the service filter).
+    // Another service's errors, in production (for the service and
+    // environment filters).
     for i in 0..2 {
         l.error(
             400 + i,
             "billing",
             &format!("invoice {i} could not be rendered"),
-            json!({}),
+            json!({"environment": "prod"}),
         );
     }
     // Failed logins: 7 from 10.9.9.1 as mallory, 2 from 10.9.9.2 as bob.
@@ -318,6 +319,15 @@ fn counts(list: &Value, key: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The host acme's agent reports, from the health view.
+async fn health_host(stack: &Stack, token: &str) -> String {
+    let health = view(stack, token, "health", WINDOW).await;
+    health["agents"][0]["host"]
+        .as_str()
+        .expect("an agent's host")
+        .to_string()
+}
+
 fn group<'a>(errors: &'a Value, template_start: &str) -> &'a Value {
     errors["groups"]
         .as_array()
@@ -449,6 +459,18 @@ async fn analytics_answer_exactly_per_tenant_over_http_and_grpc() {
     )
     .await;
     assert_eq!(nowhere["errors"], 0);
+    let prod = view(
+        &stack,
+        &ana,
+        "errors",
+        &format!("{WINDOW}&environment=prod"),
+    )
+    .await;
+    assert_eq!(prod["errors"], 2);
+    // The agent's host is every record's host.
+    let host = health_host(&stack, &ana).await;
+    let on_host = view(&stack, &ana, "errors", &format!("{WINDOW}&host={host}")).await;
+    assert_eq!(on_host["errors"], 25);
     // Tenants: gus sees only globex's 5; the admin sees both, or one.
     let globex_errors = view(&stack, &gus, "errors", WINDOW).await;
     assert_eq!(globex_errors["errors"], 5);
