@@ -12,6 +12,20 @@ use logferry_analysis::{patterns, security};
 use logferry_daemon::Offline;
 use serde::Deserialize;
 
+/// A reader that stopped reading (`| head`) ends the output, not the tool
+/// with an error.
+fn quiet_on_closed_pipe(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 pub fn commands() -> Vec<Offline> {
     let file = || {
         Arg::new("file")
@@ -23,13 +37,13 @@ pub fn commands() -> Vec<Offline> {
             command: Command::new("patterns")
                 .about("Write `<pattern id>\\t<template>` for each message line of the input, in order")
                 .arg(file()),
-            run: run_patterns,
+                        run: |args| quiet_on_closed_pipe(run_patterns(args)),
         },
         Offline {
             command: Command::new("classify")
                 .about("Write {\"class\",\"rules\"} for each HTTP request (JSON line: method, path, query, user_agent, body, content_type)")
                 .arg(file()),
-            run: run_classify,
+                        run: |args| quiet_on_closed_pipe(run_classify(args)),
         },
     ]
 }
@@ -106,7 +120,7 @@ fn run_classify(args: &ArgMatches) -> anyhow::Result<()> {
             body: r.body.as_deref().unwrap_or(""),
             content_type: r.content_type.as_deref().unwrap_or(""),
         });
-        serde_json::to_writer(&mut out, &verdict)?;
+        serde_json::to_writer(&mut out, &verdict).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
     }
     out.flush()?;

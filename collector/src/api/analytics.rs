@@ -121,7 +121,7 @@ pub struct ErrorGroup {
     pub sample: String,
     pub services: Vec<String>,
     pub hosts: Vec<String>,
-    /// Request ids of some of the group's records (up to 20 per pattern).
+    /// Request ids of some of the group's records (up to 10).
     pub request_ids: Vec<String>,
     /// The endpoints of the requests the errors belong to (shared request
     /// id), counted over a sample of up to 20 request ids per group.
