@@ -334,3 +334,26 @@ impl Stack {
         (r.body["id"].as_str().expect("id").to_string(), path)
     }
 }
+
+/// `[ROWS] [RUNS]` from a benchmark tool's command line (`_` allowed in
+/// numbers), with 10,000,000 rows and `default_runs` runs by default.
+pub fn bench_args(default_runs: usize) -> anyhow::Result<(u64, usize)> {
+    let mut args = std::env::args().skip(1);
+    let rows = args
+        .next()
+        .map(|a| a.replace('_', "").parse())
+        .transpose()?
+        .unwrap_or(10_000_000);
+    let runs = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(default_runs);
+    Ok((rows, runs))
+}
+
+/// The `p` quantile of sorted durations (nearest rank), in milliseconds.
+pub fn quantile_ms(sorted: &[std::time::Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}

@@ -15,19 +15,13 @@
 
 use std::time::{Duration, Instant};
 
-use logferry_e2e::api::{Stack, USER_PASSWORD};
+use logferry_e2e::api::{bench_args, quantile_ms, Stack, USER_PASSWORD};
 
 const DAY_S: u64 = 86_400;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let rows: u64 = args
-        .next()
-        .map(|a| a.replace('_', "").parse())
-        .transpose()?
-        .unwrap_or(10_000_000);
-    let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20);
+    let (rows, runs) = bench_args(20)?;
     let stack = Stack::start("bench", None, "").await;
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -109,12 +103,12 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         times.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+
         println!(
             "| {view} | {:.0} | {:.0} | {:.0} |",
-            ms(first),
-            ms(times[times.len() / 2]),
-            ms(times[(times.len() * 95 / 100).min(times.len() - 1)])
+            first.as_secs_f64() * 1000.0,
+            quantile_ms(&times, 0.5),
+            quantile_ms(&times, 0.95)
         );
     }
     Ok(())

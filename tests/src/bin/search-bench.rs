@@ -10,21 +10,15 @@
 //! Usage: search-bench [ROWS] [RUNS] (defaults 10000000 and 30). Build with
 //! --release.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use logferry_e2e::api::{Stack, USER_PASSWORD};
+use logferry_e2e::api::{bench_args, quantile_ms, Stack, USER_PASSWORD};
 
 const DAY_S: u64 = 86_400;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let rows: u64 = args
-        .next()
-        .map(|a| a.replace('_', "").parse())
-        .transpose()?
-        .unwrap_or(10_000_000);
-    let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(30);
+    let (rows, runs) = bench_args(30)?;
     let stack = Stack::start("bench", None, "").await;
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -140,12 +134,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         times.sort();
-        let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
             "{name:<48} {:>9.1} {:>9.1} {count:>7}",
-            ms(pct(0.5)),
-            ms(pct(0.95))
+            quantile_ms(&times, 0.5),
+            quantile_ms(&times, 0.95)
         );
     }
     Ok(())
