@@ -1,7 +1,8 @@
 //! What ingest adds to each record before it is stored: the message's
 //! pattern id and, for HTTP requests, the route (ids folded), the security
-//! class and the rules that matched (`logferry_analysis`). The templates themselves go to the
-//! `patterns` table once per collector, so that rows stay narrow.
+//! class and the rules that matched (`logferry_analysis`). The templates
+//! themselves go to the `patterns` table once per collector, so that rows
+//! stay narrow.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -67,10 +68,9 @@ fn request_line(body: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// The endpoint of a path: the query dropped, and every segment that is
-/// evidently an id (digits, except a `v2`-style version; a long hex or
-/// random-looking token) replaced by `{id}`, so `/items/42` and
-/// `/items/43` are one route.
+/// The endpoint of a path: the query dropped, and every segment with a
+/// digit (numbers, UUIDs, hashes; not a `v2`-style version) replaced by
+/// `{id}`, so `/items/42` and `/items/43` are one route.
 pub fn route(path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let mut out = String::with_capacity(path.len());
