@@ -9,6 +9,8 @@ command -v clickhouse-client >/dev/null || need+=(clickhouse-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v cc >/dev/null || need+=(build-essential)
 command -v curl >/dev/null || need+=(curl)
+# promtool checks the collector's /metrics in the tests.
+command -v promtool >/dev/null || need+=(prometheus)
 # RocksDB's bindings are generated with bindgen, which needs libclang.
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 if ((${#need[@]})); then

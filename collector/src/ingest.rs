@@ -37,6 +37,7 @@ use crate::analyze::{self, PatternRow, Registry};
 use crate::api::ApiError;
 use crate::auth::Auth;
 use crate::decode::decode_batch;
+use crate::metrics::Metrics;
 use crate::record::LogRow;
 use crate::store::{LedgerEntry, Store, StoreError, COMMITTED, PENDING};
 
@@ -53,6 +54,7 @@ pub struct Ingest {
     deadline: Duration,
     /// Stamp patterns and security classes (`ingest.analyze`).
     analyze: bool,
+    metrics: Arc<Metrics>,
     patterns: Registry,
     in_progress: Mutex<HashSet<(String, u64)>>,
     /// When a refusal was last logged as a warning (ms since the epoch):
@@ -106,6 +108,7 @@ impl Ingest {
         collector_id: String,
         deadline: Duration,
         analyze: bool,
+        metrics: Arc<Metrics>,
     ) -> Arc<Ingest> {
         Arc::new(Ingest {
             store,
@@ -113,6 +116,7 @@ impl Ingest {
             collector_id,
             deadline,
             analyze,
+            metrics,
             patterns: Registry::default(),
             in_progress: Mutex::new(HashSet::new()),
             last_warning_ms: AtomicU64::new(0),
@@ -170,6 +174,7 @@ impl Ingest {
         let deadline_ms = now_ms() + self.deadline.as_millis() as u64;
         let (agent_id, first_seq, last_seq) = (req.agent_id.clone(), req.first_seq, req.last_seq);
         let (analyze, collector_id) = (self.analyze, self.collector_id.clone());
+        let tenant_label = tenant.clone();
         let (decoded, templates) = tokio::task::spawn_blocking(move || {
             let mut decoded = decode_batch(&req, &tenant)?;
             let templates = if analyze {
@@ -190,6 +195,7 @@ impl Ingest {
             .map_err(unavailable)?;
         if ledger.iter().any(|e| e.state == COMMITTED) {
             debug!(agent_id, first_seq, "batch already stored");
+            self.metrics.ingest_duplicate_batches.inc();
             return Ok(ExportResponse {
                 stored: 0,
                 duplicate: true,
@@ -233,14 +239,28 @@ impl Ingest {
             ));
         }
         if !rows.is_empty() {
-            store
-                .insert_logs(&mut rows, remaining)
-                .await
-                .map_err(unavailable)?;
+            let insert = Instant::now();
+            let inserted = store.insert_logs(&mut rows, remaining).await;
+            self.metrics
+                .clickhouse_insert_seconds
+                .observe(insert.elapsed().as_secs_f64());
+            if inserted.is_err() {
+                self.metrics.clickhouse_insert_failures.inc();
+            }
+            inserted.map_err(unavailable)?;
         }
         entry.state = COMMITTED;
         entry.recorded_at = (now_ms() / 1000) as u32;
         store.record_batch(&entry).await.map_err(unavailable)?;
+        let tenant = tenant_label.as_str();
+        self.metrics
+            .ingest_records
+            .with_label_values(&[tenant])
+            .inc_by(rows.len() as u64);
+        self.metrics
+            .ingest_batches
+            .with_label_values(&[tenant])
+            .inc();
         // After the commit: a template that fails to register is retried
         // with the next batch that carries it; the records keep their ids.
         let fresh = self.patterns.fresh(templates);
@@ -274,6 +294,18 @@ impl IngestService for Ingest {
         {
             Ok(resp) => Ok(Response::new(resp)),
             Err(status) => {
+                let reason = match status.code() {
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                        "unauthenticated"
+                    }
+                    tonic::Code::InvalidArgument => "invalid",
+                    tonic::Code::Unavailable if status.message().contains("being stored") => "busy",
+                    _ => "unavailable",
+                };
+                self.metrics
+                    .ingest_refused_batches
+                    .with_label_values(&[reason])
+                    .inc();
                 let now = now_ms();
                 let last = self.last_warning_ms.load(Ordering::Relaxed);
                 let warn_now = status.code() != tonic::Code::Unavailable

@@ -22,6 +22,7 @@ pub mod config;
 pub mod decode;
 pub mod geoip;
 pub mod ingest;
+pub mod metrics;
 pub mod offline;
 pub mod query;
 pub mod record;

@@ -40,12 +40,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let collector_id = uuid::Uuid::new_v4().to_string();
     let auth = Arc::new(Auth::new(config.auth.clone(), collector_id.clone()));
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let ingest = Ingest::new(
         store_rx.clone(),
         config.ingest.require_credentials.then(|| Arc::clone(&auth)),
         collector_id,
         Duration::from_millis(config.ingest.batch_deadline_ms),
         config.ingest.analyze,
+        Arc::clone(&metrics),
     );
     if !config.ingest.require_credentials {
         warn!("ingest.require_credentials = false: any client can ship into tenant `default`");
@@ -102,7 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let listener = bind(&config.api.http_listen, "HTTP").await?.into_std()?;
-    let app = http::router(service).into_make_service_with_connect_info::<SocketAddr>();
+    let app = http::router(service, metrics).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     match &tls {
         Some(tls) => {

@@ -28,6 +28,7 @@ use super::service::*;
 use super::ApiError;
 use crate::auth::secrets::Secret;
 use crate::auth::Principal;
+use crate::metrics::Metrics;
 use crate::query::SearchParams;
 
 type Svc = State<Arc<Service>>;
@@ -58,7 +59,7 @@ impl Modify for BearerAuth {
 }
 
 /// The router and the OpenAPI document describing it.
-pub fn router(service: Arc<Service>) -> Router {
+pub fn router(service: Arc<Service>, metrics: Arc<Metrics>) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(login))
         .routes(routes!(me))
@@ -91,6 +92,46 @@ pub fn router(service: Arc<Service>) -> Router {
         }),
     )
     .route("/docs", axum::routing::get(|| async { Html(DOCS_PAGE) }))
+    .route(
+        "/metrics",
+        axum::routing::get({
+            let metrics = Arc::clone(&metrics);
+            move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    )
+    // Matched routes only: the label is the route template, never a raw
+    // path a client made up.
+    .route_layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or_else(String::new, |p| p.as_str().to_string());
+                let method = req.method().to_string();
+                let started = std::time::Instant::now();
+                let response = next.run(req).await;
+                metrics
+                    .api_request_seconds
+                    .with_label_values(&[
+                        route.as_str(),
+                        method.as_str(),
+                        response.status().as_str(),
+                    ])
+                    .observe(started.elapsed().as_secs_f64());
+                response
+            }
+        },
+    ))
     .fallback(|| async {
         ApiError::NotFound("no such endpoint; see /api/v1/openapi.json or /docs".into())
     })
