@@ -18,6 +18,15 @@ if [ ! -s "$LOGFERRY_GEOIP_MMDB" ]; then
     | tar -xz -C "$geoip_dir/$geoip_version" --strip-components=1 package/geolite2-country.mmdb
 fi
 
+# The workplace's real log samples and labelled requests, for the quality
+# test (not in the repository: their licences restrict redistribution).
+if [ -z "${LOGFERRY_DATA:-}" ]; then
+  for d in "$PWD/../shared/data" /work/shared/data; do
+    if [ -d "$d/loghub" ]; then export LOGFERRY_DATA="$d"; break; fi
+  done
+fi
+echo "== quality data: ${LOGFERRY_DATA:-not found; the quality test will measure nothing}"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -5,7 +5,10 @@
 //! labelled request set. Both print their tables (`--nocapture`) and
 //! assert the targets of issue 4.
 //!
-//! The data is `../shared/data` beside the repository, or `LOGFERRY_DATA`.
+//! The data is `LOGFERRY_DATA` (which must then hold it), or the workplace's
+//! `shared/data` beside the repository. The data is not part of the
+//! repository (its licences restrict redistribution): where it cannot be
+//! found the tests say so and measure nothing.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,16 +17,23 @@ use std::process::{Command, Stdio};
 
 use logferry_e2e::bin;
 
-fn data() -> PathBuf {
-    let dir = std::env::var_os("LOGFERRY_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    assert!(
-        dir.join("loghub").is_dir(),
-        "{} has no loghub/: set LOGFERRY_DATA to the shared data directory",
-        dir.display()
+fn data() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("LOGFERRY_DATA").map(PathBuf::from) {
+        assert!(
+            dir.join("loghub").is_dir() && dir.join("security").is_dir(),
+            "LOGFERRY_DATA={} has no loghub/ and security/",
+            dir.display()
+        );
+        return Some(dir);
+    }
+    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    if beside.join("loghub").is_dir() {
+        return Some(beside);
+    }
+    eprintln!(
+        "quality data not found (set LOGFERRY_DATA to the shared data directory): not measured"
     );
-    dir
+    None
 }
 
 /// Runs `logferry-collector <tool>` with `input` on standard input.
@@ -108,7 +118,8 @@ fn pattern_grouping_beats_drain_on_every_loghub_system() {
         ("Proxifier", 0.5265, 1.0),
         ("Spark", 0.92, 0.9975),
     ];
-    let dir = data().join("loghub");
+    let Some(data) = data() else { return };
+    let dir = data.join("loghub");
     println!("| system | logferry | Drain | Brain |\n|---|---:|---:|---:|");
     let mut sum = 0.0;
     let mut below = Vec::new();
@@ -159,8 +170,9 @@ struct Labelled {
 
 #[test]
 fn attack_classification_meets_its_targets() {
+    let Some(data) = data() else { return };
     let text =
-        std::fs::read_to_string(data().join("security/requests.jsonl")).expect("requests.jsonl");
+        std::fs::read_to_string(data.join("security/requests.jsonl")).expect("requests.jsonl");
     let labels: Vec<Labelled> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("labelled request"))
