@@ -325,13 +325,14 @@ impl IngestService for Ingest {
     }
 }
 
-/// Stamps every row (`analyze::stamp`) and returns each distinct
-/// (tenant, template) of the batch once, with its earliest time.
+/// Stamps every row (`analyze::stamp`) and returns each distinct template
+/// of the batch once, with its earliest time. A batch has one tenant (its
+/// credential's), so templates are keyed by id alone.
 fn new_templates(rows: &mut [LogRow], collector_id: &str) -> Vec<PatternRow> {
-    let mut out: HashMap<(String, u64), PatternRow> = HashMap::new();
+    let mut out: HashMap<u64, PatternRow> = HashMap::new();
     for row in rows.iter_mut() {
         let template = analyze::stamp(row);
-        out.entry((row.tenant.clone(), template.id))
+        out.entry(template.id)
             .and_modify(|p| p.first_seen = p.first_seen.min(row.timestamp))
             .or_insert_with(|| PatternRow {
                 tenant: row.tenant.clone(),

@@ -63,7 +63,7 @@ impl Window {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Totals {
     pub records: u64,
     pub errors: u64,
@@ -272,14 +272,9 @@ impl Store {
         }
         debug_assert!(!text.contains("{w}"), "a `{{w}}` without its filter");
         // The crate binds values to `?` in order: no other `?` may appear.
-        let query = self.client.query(&text);
-        let query = parts.iter().fold(query, |q, p| p.bind_to(q));
-        let query = query
-            .with_setting(
-                "max_execution_time",
-                limits.max_execution_time.as_secs().max(1).to_string(),
-            )
-            .with_setting("max_rows_to_read", limits.max_rows_to_read.to_string())
+        let query = parts
+            .iter()
+            .fold(self.limited(&text, limits), |q, p| p.bind_to(q))
             .with_setting("output_format_json_quote_64bit_integers", "0")
             .with_setting("output_format_json_quote_denormals", "0");
         let mut cursor = query
@@ -467,12 +462,12 @@ impl Store {
         w: &Window,
         limits: ReadLimits,
     ) -> Result<Vec<Endpoint>, StoreError> {
-        let sql = "SELECT 'DB' AS method, any(arrayElement(arrayPushFront(attr_values, ''), 1 + arrayFirstIndex(k -> k IN ('db.statement', 'db_query'), attr_keys))) AS route, \
-             count() AS n, countIf(severity_number >= 17) AS server_errors, \
+        let sql = format!("SELECT 'DB' AS method, any(arrayElement(arrayPushFront(attr_values, ''), 1 + arrayFirstIndex(k -> k IN ('db.statement', 'db_query'), attr_keys))) AS route, \
+             count() AS n, countIf(severity_number >= {ERROR_SEVERITY}) AS server_errors, \
              quantilesExact(0.5, 0.95, 0.99)(duration_ms) AS q, q[1] AS p50, q[2] AS p95, q[3] AS p99, max(duration_ms) AS max \
-             FROM logs WHERE {w} AND (has(attr_keys, 'db.statement') OR has(attr_keys, 'db_query')) \
-             GROUP BY pattern_id ORDER BY p95 DESC LIMIT 50";
-        self.json_rows(sql, &[&w.filter()], limits).await
+             FROM logs WHERE {{w}} AND (has(attr_keys, 'db.statement') OR has(attr_keys, 'db_query')) \
+             GROUP BY pattern_id ORDER BY p95 DESC LIMIT 50");
+        self.json_rows(&sql, &[&w.filter()], limits).await
     }
 
     /// Per client address: what it did that matters to security.

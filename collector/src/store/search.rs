@@ -40,7 +40,8 @@ pub struct CatalogueEntry {
 }
 
 impl Store {
-    fn limited(&self, sql: &str, limits: ReadLimits) -> clickhouse::query::Query {
+    /// A query bounded by `limits` (every API read is).
+    pub(super) fn limited(&self, sql: &str, limits: ReadLimits) -> clickhouse::query::Query {
         self.client
             .query(sql)
             .with_setting(
