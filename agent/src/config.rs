@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use logferry_daemon::{LogConfig, Settings};
+use logferry_daemon::{LogConfig, SentryConfig, Settings};
 use serde::Deserialize;
 
 /// Environment variable that replaces `forward.endpoints` (comma-separated).
@@ -28,8 +28,25 @@ pub struct Config {
     pub queue: QueueConfig,
     pub push: PushConfig,
     pub forward: ForwardConfig,
+    pub metrics: MetricsConfig,
+    pub sentry: SentryConfig,
     pub log: LogConfig,
     pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Prometheus metrics at `http://<listen>/metrics`; empty: not served.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -43,6 +60,8 @@ impl Default for Config {
             queue: QueueConfig::default(),
             push: PushConfig::default(),
             forward: ForwardConfig::default(),
+            metrics: MetricsConfig::default(),
+            sentry: SentryConfig::default(),
             log: LogConfig::default(),
             shutdown_timeout_ms: 10_000,
         }
@@ -242,6 +261,7 @@ impl Default for ForwardConfig {
 
 impl Settings for Config {
     fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>) {
+        self.sentry.apply_env(get);
         if let Some(v) = get(ENV_ENDPOINTS) {
             self.forward.endpoints = v
                 .split(',')
@@ -340,12 +360,23 @@ impl Settings for Config {
         if f.tls.cert_file.is_empty() != f.tls.key_file.is_empty() {
             p.push("forward.tls: cert_file and key_file go together".into());
         }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!(
+                "metrics.listen: `{}` is not an address like 127.0.0.1:9464 (empty: off)",
+                self.metrics.listen
+            ));
+        }
+        p.extend(self.sentry.problems());
         p.extend(self.log.problem());
         p
     }
 
     fn log(&mut self) -> &mut LogConfig {
         &mut self.log
+    }
+
+    fn sentry(&self) -> &SentryConfig {
+        &self.sentry
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod forward;
+pub mod metrics;
 pub mod push;
 pub mod queue;
 pub mod server;

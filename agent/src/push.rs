@@ -12,20 +12,34 @@ use logferry_proto::push_service_server::PushService;
 use logferry_proto::{chunk, Chunk, Origin, PushRequest, PushResponse, PushedRecords};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueError};
 use crate::tail::now_nanos;
 
 #[derive(Debug, Clone)]
 pub struct PushReceiver {
     queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
 }
 
 impl PushReceiver {
-    pub fn new(queue: Arc<Queue>) -> PushReceiver {
-        PushReceiver { queue }
+    pub fn new(queue: Arc<Queue>, metrics: Arc<Metrics>) -> PushReceiver {
+        PushReceiver { queue, metrics }
     }
 
+    /// Commits one request, counting it as accepted or refused.
     async fn commit(&self, req: PushRequest) -> Result<u64, Status> {
+        let result = self.commit_inner(req).await;
+        let outcome = if result.is_ok() {
+            "accepted"
+        } else {
+            "refused"
+        };
+        self.metrics.pushes.with_label_values(&[outcome]).inc();
+        result
+    }
+
+    async fn commit_inner(&self, req: PushRequest) -> Result<u64, Status> {
         let count = req.records.len();
         if count == 0 {
             return Ok(0);

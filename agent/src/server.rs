@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, SyncPolicy};
 use crate::forward::{Client, Forwarder};
+use crate::metrics::Metrics;
 use crate::push::PushReceiver;
 use crate::queue::Queue;
 use crate::tail::{Matcher, Tailer, Wake};
@@ -46,6 +47,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         KeyValue::string("logferry.agent.id", queue.agent_id()),
     ];
     resource.extend(config.resource.iter().map(|(k, v)| KeyValue::string(k, v)));
+
+    let metrics = Arc::new(Metrics::new());
+    let stop_metrics = CancellationToken::new();
+    let metrics_server = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        let addr: std::net::SocketAddr = config.metrics.listen.parse().context("metrics.listen")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        Some(tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            queue.clone(),
+            stop_metrics.clone(),
+        )))
+    };
 
     // Files.
     let stop_tailing = Arc::new(AtomicBool::new(false));
@@ -78,13 +96,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         let stop = stop_tailing.clone();
         let (cfg, sources, queue) = (config.tail.clone(), config.sources.clone(), queue.clone());
+        let metrics = Arc::clone(&metrics);
         // The tailer reads its checkpoints and then the files on its own
         // thread, never on the async runtime.
         let handle = std::thread::Builder::new()
             .name("tailer".into())
             .spawn(move || {
                 let _watcher = watcher;
-                Tailer::new(cfg, sources, queue)?.run(rx, stop)
+                Tailer::new(cfg, sources, queue, metrics)?.run(rx, stop)
             })
             .context("cannot start the tailer thread")?;
         Some(handle)
@@ -100,10 +119,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .await
             .with_context(|| format!("cannot listen on {addr} for pushes"))?;
         info!(addr = %listener.local_addr()?, "accepting gRPC pushes");
-        let service = PushServiceServer::new(PushReceiver::new(queue.clone()))
-            .max_decoding_message_size(config.push.max_message_bytes)
-            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let service =
+            PushServiceServer::new(PushReceiver::new(queue.clone(), Arc::clone(&metrics)))
+                .max_decoding_message_size(config.push.max_message_bytes)
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let stop = stop_push.clone();
         Some(tokio::spawn(
             tonic::transport::Server::builder()
@@ -117,7 +137,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // Forwarding.
     let client = Client::new(&config.forward)?;
-    let forwarder = Forwarder::new(queue.clone(), config.forward.clone(), client, resource);
+    let forwarder = Forwarder::new(
+        queue.clone(),
+        config.forward.clone(),
+        client,
+        resource,
+        Arc::clone(&metrics),
+    );
     let stop_forward = CancellationToken::new();
     let timeout = Duration::from_millis(config.shutdown_timeout_ms);
     let forward = tokio::spawn(forwarder.run(stop_forward.clone(), timeout / 2));
@@ -179,6 +205,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         if let Err(e) = f.await? {
             error!(error = %format!("{e:#}"), "forwarder failed");
         }
+    }
+    stop_metrics.cancel();
+    if let Some(m) = metrics_server {
+        let _ = m.await;
     }
     tokio::task::spawn_blocking(move || queue.flush()).await??;
     info!(

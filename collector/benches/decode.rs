@@ -37,6 +37,7 @@ fn batch(lines: u64) -> (ExportRequest, u64) {
         last_seq: lines - 1,
         resource: vec![],
         chunks: vec![chunk.encode_to_vec().into()],
+        report: None,
     };
     (req, bytes)
 }

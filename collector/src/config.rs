@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use logferry_daemon::{LogConfig, Settings};
 use serde::Deserialize;
 
+use crate::alerts::rules::RuleSpec;
+
 pub const ENV_CLICKHOUSE_URL: &str = "LOGFERRY_CLICKHOUSE_URL";
 pub const ENV_CLICKHOUSE_USER: &str = "LOGFERRY_CLICKHOUSE_USER";
 pub const ENV_CLICKHOUSE_PASSWORD: &str = "LOGFERRY_CLICKHOUSE_PASSWORD";
@@ -24,6 +26,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub clickhouse: ClickHouseConfig,
     pub retention: RetentionConfig,
+    pub alerts: AlertsConfig,
+    pub sentry: logferry_daemon::SentryConfig,
     pub log: LogConfig,
     pub shutdown_timeout_ms: u64,
 }
@@ -37,6 +41,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             clickhouse: ClickHouseConfig::default(),
             retention: RetentionConfig::default(),
+            alerts: AlertsConfig::default(),
+            sentry: logferry_daemon::SentryConfig::default(),
             log: LogConfig::default(),
             shutdown_timeout_ms: 15_000,
         }
@@ -202,8 +208,155 @@ impl Default for RetentionConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AlertsConfig {
+    /// Take part in alert evaluation. One collector evaluates at a time
+    /// (a lease in ClickHouse); `false` keeps this one out of it.
+    pub enabled: bool,
+    /// How often rules are evaluated.
+    pub interval_s: u64,
+    /// How long the evaluator's lease lasts without renewal: a collector
+    /// that dies hands over within this plus one renewal period.
+    pub lease_ttl_s: u64,
+    /// The four rules of our users' old stack (errors, failed logins, slow
+    /// responses, security events), for every tenant.
+    pub default_rules: bool,
+    /// Rules of the config file; the API adds more.
+    pub rules: Vec<RuleSpec>,
+    pub channels: Vec<ChannelConfig>,
+    /// Attempts per notification, with exponential backoff from `backoff_ms`.
+    pub max_attempts: u32,
+    pub backoff_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            interval_s: 30,
+            lease_ttl_s: 30,
+            default_rules: true,
+            rules: Vec::new(),
+            channels: Vec::new(),
+            max_attempts: 5,
+            backoff_ms: 1000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// JSON POST signed with HMAC-SHA256 (`secret`).
+    Webhook,
+    /// A Slack incoming webhook (`url`).
+    Slack,
+    /// PagerDuty Events API v2 (`routing_key`; `url` defaults to PagerDuty's).
+    Pagerduty,
+    /// One Sentry event per firing (`dsn`).
+    Sentry,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub kind: ChannelKind,
+    #[serde(default)]
+    pub url: String,
+    /// Webhook: the HMAC key receivers verify `X-Logferry-Signature` with.
+    #[serde(default)]
+    pub secret: String,
+    /// PagerDuty: the integration's routing key.
+    #[serde(default)]
+    pub routing_key: String,
+    /// Sentry: the project's DSN.
+    #[serde(default)]
+    pub dsn: String,
+    /// Notifications per minute beyond which they are dropped (and the
+    /// drop recorded); 0: no limit.
+    #[serde(default)]
+    pub max_per_minute: u32,
+}
+
+impl std::fmt::Debug for ChannelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("max_per_minute", &self.max_per_minute)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlertsConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.interval_s == 0 || self.lease_ttl_s < 3 || self.max_attempts == 0 {
+            p.push(
+                "alerts: interval_s and max_attempts must be positive, lease_ttl_s at least 3"
+                    .into(),
+            );
+        }
+        let names: Vec<String> = self.channels.iter().map(|c| c.name.clone()).collect();
+        for (i, c) in self.channels.iter().enumerate() {
+            let at = format!("alerts.channels[{i}] `{}`", c.name);
+            if c.name.is_empty() || names[..i].contains(&c.name) {
+                p.push(format!("{at}: needs a unique name"));
+            }
+            let url_ok = c.url.starts_with("http://") || c.url.starts_with("https://");
+            match c.kind {
+                ChannelKind::Webhook if !url_ok || c.secret.len() < 16 => p.push(format!(
+                    "{at}: a webhook needs an http(s) url and a secret of 16 characters or more"
+                )),
+                ChannelKind::Slack if !url_ok => p.push(format!(
+                    "{at}: a Slack channel needs its incoming-webhook url"
+                )),
+                ChannelKind::Pagerduty
+                    if c.routing_key.is_empty() || !(c.url.is_empty() || url_ok) =>
+                {
+                    p.push(format!(
+                        "{at}: PagerDuty needs a routing_key (and an http(s) url if set)"
+                    ))
+                }
+                ChannelKind::Sentry
+                    if crate::alerts::notify::SentryTarget::parse(&c.dsn).is_none() =>
+                {
+                    p.push(format!(
+                        "{at}: `dsn` is not a Sentry DSN like https://key@host/42"
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for r in crate::alerts::rules::defaults()
+            .into_iter()
+            .filter(|_| self.default_rules)
+            .chain(self.rules.iter().cloned())
+        {
+            for problem in r.problems(&names) {
+                p.push(format!("alerts.rules `{}`: {problem}", r.name));
+            }
+            let key = (r.tenant.clone(), r.name.clone());
+            if seen.contains(&key) {
+                p.push(format!(
+                    "alerts.rules `{}`: a second rule with this name for tenant `{}` (set default_rules = false to replace a default)",
+                    r.name, r.tenant
+                ));
+            }
+            seen.push(key);
+        }
+        p
+    }
+}
+
 impl Settings for Config {
     fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>) {
+        self.sentry.apply_env(get);
         if let Some(v) = get(ENV_CLICKHOUSE_URL) {
             self.clickhouse.url = v;
         }
@@ -289,12 +442,18 @@ impl Settings for Config {
         if self.retention.check_interval_s == 0 {
             p.push("retention.check_interval_s: must be positive".into());
         }
+        p.extend(self.alerts.problems());
+        p.extend(self.sentry.problems());
         p.extend(self.log.problem());
         p
     }
 
     fn log(&mut self) -> &mut LogConfig {
         &mut self.log
+    }
+
+    fn sentry(&self) -> &logferry_daemon::SentryConfig {
+        &self.sentry
     }
 }
 

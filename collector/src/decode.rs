@@ -186,7 +186,7 @@ fn pushed_row(row: &mut LogRow, record: &LogRecord) {
     }
 }
 
-fn text_of(v: &AnyValue) -> String {
+pub(crate) fn text_of(v: &AnyValue) -> String {
     match &v.value {
         Some(Value::StringValue(s)) => s.clone(),
         Some(Value::BoolValue(b)) => b.to_string(),

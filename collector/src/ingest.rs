@@ -39,6 +39,7 @@ use crate::auth::Auth;
 use crate::decode::decode_batch;
 use crate::metrics::Metrics;
 use crate::record::LogRow;
+use crate::store::alerts::AgentReportRow;
 use crate::store::{LedgerEntry, Store, StoreError, COMMITTED, PENDING};
 
 /// The tenant of every record when agents ship without credentials
@@ -57,6 +58,9 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     patterns: Registry,
     in_progress: Mutex<HashSet<(String, u64)>>,
+    /// Per agent: when its loss report was last written, and its loss
+    /// counters then.
+    reports: Mutex<HashMap<String, (Instant, [u64; 3])>>,
     /// When a refusal was last logged as a warning (ms since the epoch):
     /// during an outage every batch is refused, the log says so every 10 s.
     last_warning_ms: AtomicU64,
@@ -119,6 +123,7 @@ impl Ingest {
             metrics,
             patterns: Registry::default(),
             in_progress: Mutex::new(HashSet::new()),
+            reports: Mutex::default(),
             last_warning_ms: AtomicU64::new(0),
         })
     }
@@ -171,6 +176,7 @@ impl Ingest {
             set: &self.in_progress,
             key,
         };
+        self.record_report(&store, &tenant, &req);
         let deadline_ms = now_ms() + self.deadline.as_millis() as u64;
         let (agent_id, first_seq, last_seq) = (req.agent_id.clone(), req.first_seq, req.last_seq);
         let (analyze, collector_id) = (self.analyze, self.collector_id.clone());
@@ -276,6 +282,58 @@ impl Ingest {
         })
     }
 }
+
+impl Ingest {
+    /// Writes the agent's loss report to `agent_reports`, in the
+    /// background: when its loss counters moved, else at most every
+    /// `REPORT_EVERY` per agent and collector.
+    fn record_report(&self, store: &Store, tenant: &str, req: &ExportRequest) {
+        let Some(report) = &req.report else { return };
+        let losses = [
+            report.abandoned_bytes,
+            report.truncated_lines,
+            report.parse_errors,
+        ];
+        {
+            let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, last)) = reports.get(&req.agent_id) {
+                if *last == losses && at.elapsed() < REPORT_EVERY {
+                    return;
+                }
+            }
+            reports.insert(req.agent_id.clone(), (Instant::now(), losses));
+        }
+        let host = req
+            .resource
+            .iter()
+            .find(|kv| kv.key == "host.name")
+            .and_then(|kv| kv.value.as_ref())
+            .map(crate::decode::text_of)
+            .unwrap_or_default();
+        let row = AgentReportRow {
+            tenant: tenant.to_string(),
+            agent_id: req.agent_id.clone(),
+            host,
+            time: (now_ms() / 1000) as u32,
+            abandoned_bytes: report.abandoned_bytes,
+            truncated_lines: report.truncated_lines,
+            parse_errors: report.parse_errors,
+            unread_bytes: report.unread_bytes,
+            queue_records: report.queue_records,
+            oldest_unacked_s: report.oldest_unacked_s,
+            started_s: report.started_unix_s,
+        };
+        let store = store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.insert_agent_report(&row).await {
+                debug!(error = %e, "cannot record an agent's report");
+            }
+        });
+    }
+}
+
+/// How often an agent's unchanged loss report is written.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 #[tonic::async_trait]
 impl IngestService for Ingest {

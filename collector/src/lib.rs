@@ -14,6 +14,7 @@
 //! - `store`: ClickHouse client, migrations, ledger, retention;
 //! - `server`: wires the pieces together and shuts them down in order.
 
+pub mod alerts;
 pub mod analyze;
 pub mod api;
 pub mod auth;

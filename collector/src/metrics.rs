@@ -6,8 +6,8 @@
 //! paths).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -19,6 +19,12 @@ pub struct Metrics {
     pub clickhouse_insert_seconds: Histogram,
     pub clickhouse_insert_failures: IntCounter,
     pub api_request_seconds: HistogramVec,
+    pub alert_evaluations: IntCounterVec,
+    pub alert_evaluation_seconds: Histogram,
+    pub alerts_firing: IntGauge,
+    pub alert_evaluator: IntGauge,
+    pub alert_notifications: IntCounterVec,
+    pub alert_notification_retries: IntCounterVec,
 }
 
 /// Latency buckets from 1 ms to 30 s.
@@ -89,6 +95,47 @@ impl Metrics {
         registry
             .register(Box::new(api_request_seconds.clone()))
             .expect("unique metric");
+        let alert_evaluations = counter_vec(
+            "logferry_collector_alerts_evaluations_total",
+            "Rule evaluations by this collector, by outcome (ok, failed).",
+            &["outcome"],
+        );
+        let alert_evaluation_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "logferry_collector_alerts_evaluation_duration_seconds",
+                "Time to evaluate every rule once.",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(alert_evaluation_seconds.clone()))
+            .expect("unique metric");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let alerts_firing = gauge(
+            "logferry_collector_alerts_firing",
+            "Alerts firing after this collector's last evaluation (0 on collectors that do not evaluate).",
+        );
+        let alert_evaluator = gauge(
+            "logferry_collector_alerts_evaluator",
+            "1 while this collector holds the evaluator lease.",
+        );
+        let alert_notifications = counter_vec(
+            "logferry_collector_alerts_notifications_total",
+            "Notifications by channel kind and outcome (sent, failed, rate_limited).",
+            &["channel", "outcome"],
+        );
+        let alert_notification_retries = counter_vec(
+            "logferry_collector_alerts_notification_retries_total",
+            "Notification attempts that failed and were retried, by channel kind.",
+            &["channel"],
+        );
         Metrics {
             registry,
             ingest_records,
@@ -98,6 +145,12 @@ impl Metrics {
             clickhouse_insert_seconds,
             clickhouse_insert_failures,
             api_request_seconds,
+            alert_evaluations,
+            alert_evaluation_seconds,
+            alerts_firing,
+            alert_evaluator,
+            alert_notifications,
+            alert_notification_retries,
         }
     }
 

@@ -44,7 +44,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let ingest = Ingest::new(
         store_rx.clone(),
         config.ingest.require_credentials.then(|| Arc::clone(&auth)),
-        collector_id,
+        collector_id.clone(),
         Duration::from_millis(config.ingest.batch_deadline_ms),
         config.ingest.analyze,
         Arc::clone(&metrics),
@@ -56,7 +56,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .max_decoding_message_size(config.ingest.max_message_bytes)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let mut service = Service::new(store_rx.clone(), auth, config.api.clone());
+    let catalog = Arc::new(crate::alerts::Catalog::new(&config.alerts));
+    let mut service =
+        Service::new(store_rx.clone(), auth, config.api.clone()).with_alerts(Arc::clone(&catalog));
     if !config.api.geoip_mmdb.is_empty() {
         service = service.with_geoip(crate::geoip::GeoIp::open(std::path::Path::new(
             &config.api.geoip_mmdb,
@@ -104,7 +106,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let listener = bind(&config.api.http_listen, "HTTP").await?.into_std()?;
-    let app = http::router(service, metrics).into_make_service_with_connect_info::<SocketAddr>();
+    let app = http::router(Arc::clone(&service), Arc::clone(&metrics))
+        .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     match &tls {
         Some(tls) => {
@@ -123,6 +126,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "collector serving"
     );
 
+    let evaluator = config.alerts.enabled.then(|| {
+        let notifier = crate::alerts::notify::Notifier::new(
+            &config.alerts,
+            store_rx.clone(),
+            Arc::clone(&metrics),
+            collector_id.clone(),
+        );
+        notifier.map(|notifier| {
+            let evaluator = crate::alerts::Evaluator::new(
+                config.alerts.clone(),
+                catalog,
+                Arc::clone(&service),
+                Arc::new(notifier),
+                Arc::clone(&metrics),
+                collector_id.clone(),
+            );
+            tokio::spawn(evaluator.run(store_rx.clone(), shutdown.clone()))
+        })
+    });
+    let evaluator = evaluator.transpose()?;
     let retention = tokio::spawn(retention(config.clone(), store_rx, shutdown.clone()));
     tokio::select! {
         _ = shutdown.cancelled() => info!("shutting down"),
@@ -140,6 +163,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     retention.abort();
+    if let Some(evaluator) = evaluator {
+        evaluator.abort();
+    }
     info!("collector stopped");
     if failed {
         anyhow::bail!("a listener stopped on its own (see the log above)");

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+pub mod report;
+
 /// A program's configuration: TOML with defaults in code, environment
 /// overrides, and validation that names every problem.
 pub trait Settings: DeserializeOwned {
@@ -22,6 +24,8 @@ pub trait Settings: DeserializeOwned {
     fn problems(&self) -> Vec<String>;
     /// The program's own logging settings.
     fn log(&mut self) -> &mut LogConfig;
+    /// Where the program reports its own panics and errors.
+    fn sentry(&self) -> &SentryConfig;
 }
 
 /// Every problem found in a config file, each naming its key.
@@ -98,18 +102,69 @@ impl LogConfig {
     }
 }
 
+/// Reporting the program's own panics and errors to Sentry.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SentryConfig {
+    /// The project's DSN; `SENTRY_DSN` overrides it. Empty: no reporting.
+    pub dsn: String,
+    /// The `environment` tag (`production`, `staging`); `SENTRY_ENVIRONMENT` overrides it.
+    pub environment: String,
+}
+
+impl std::fmt::Debug for SentryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentryConfig")
+            .field("dsn", &if self.dsn.is_empty() { "" } else { "<set>" })
+            .field("environment", &self.environment)
+            .finish()
+    }
+}
+
+impl SentryConfig {
+    /// `SENTRY_DSN` and `SENTRY_ENVIRONMENT`, as Sentry's own SDKs read them.
+    pub fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>) {
+        if let Some(v) = get("SENTRY_DSN") {
+            self.dsn = v;
+        }
+        if let Some(v) = get("SENTRY_ENVIRONMENT") {
+            self.environment = v;
+        }
+    }
+
+    pub fn problems(&self) -> Vec<String> {
+        match self.dsn.parse::<sentry::types::Dsn>() {
+            Err(e) if !self.dsn.is_empty() => vec![format!("sentry.dsn: {e}")],
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Installs the global subscriber: logs go to stderr, coloured only on a
-/// terminal. `RUST_LOG`, when set, wins over the configured level.
-fn init_logs(log: &LogConfig) {
+/// terminal. `RUST_LOG`, when set, wins over the configured level. With
+/// Sentry on, `error!` logs become Sentry events and the others within the
+/// level become breadcrumbs.
+fn init_logs(log: &LogConfig, sentry: bool) {
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
-    }
+    let fmt = match log.format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Human => fmt.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(sentry.then(|| {
+            use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
+            use tracing_subscriber::filter::LevelFilter;
+            BreadcrumbLayer::new()
+                .with_filter(LevelFilter::INFO)
+                .and_then(ErrorLayer::new().with_filter(LevelFilter::ERROR))
+        }))
+        .with(filter)
+        .init();
 }
 
 /// What a program says about itself on its command line.
@@ -142,6 +197,12 @@ fn command(program: Program) -> clap::Command {
                 .long("check-config")
                 .action(ArgAction::SetTrue)
                 .help("Validate the configuration, report every problem, and exit (non-zero when invalid)"),
+        )
+        .arg(
+            Arg::new("sentry-test")
+                .long("sentry-test")
+                .action(ArgAction::SetTrue)
+                .help("Report a deliberate panic to the configured Sentry (sentry.dsn or SENTRY_DSN) and exit"),
         )
         .arg(
             Arg::new("log-format")
@@ -227,7 +288,11 @@ where
         Some(_) => settings.log().format = LogFormat::Human,
         None => {}
     }
-    init_logs(settings.log());
+    let sentry = report::init(name, program.version, settings.sentry());
+    init_logs(settings.log(), sentry.is_some());
+    if args.get_flag("sentry-test") {
+        return sentry_test(name, sentry);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -251,6 +316,24 @@ where
             eprintln!("{name}: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--sentry-test`: a panic on purpose, reported like any other.
+fn sentry_test(name: &str, guard: Option<sentry::ClientInitGuard>) -> ExitCode {
+    let Some(guard) = guard else {
+        eprintln!("{name}: no Sentry configured (sentry.dsn or SENTRY_DSN)");
+        return ExitCode::from(2);
+    };
+    let _ = std::panic::catch_unwind(|| {
+        panic!("{name} --sentry-test: a deliberate panic to check Sentry reporting")
+    });
+    if guard.flush(Some(std::time::Duration::from_secs(10))) {
+        eprintln!("{name}: test panic reported to Sentry");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{name}: the test panic could not be sent within 10 s");
+        ExitCode::FAILURE
     }
 }
 
@@ -280,6 +363,7 @@ mod tests {
         port: u16,
         url: String,
         log: LogConfig,
+        sentry: SentryConfig,
     }
 
     impl Settings for Demo {
@@ -297,6 +381,9 @@ mod tests {
         }
         fn log(&mut self) -> &mut LogConfig {
             &mut self.log
+        }
+        fn sentry(&self) -> &SentryConfig {
+            &self.sentry
         }
     }
 

@@ -113,6 +113,7 @@ mod tests {
             last_seq: 5,
             resource: vec![],
             chunks: vec![bytes::Bytes::from(chunk.clone())],
+            report: None,
         };
         let decoded = ExportRequest::decode(req.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(decoded.chunks[0].as_ref(), chunk.as_slice());

@@ -272,7 +272,8 @@ impl Stack {
                 api,
                 ingest: "",
             },
-            "",
+            // Alerts have their own test; here `alert_states` is written by hand.
+            "[alerts]\nenabled = false\n",
         );
         let http = match tls {
             Some(c) => Http::with_ca(&collector.http_url(), &std::fs::read(&c.ca).expect("ca")),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub use tempfile::TempDir;
 
 pub mod api;
+pub mod receiver;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -431,6 +432,7 @@ impl Collector {
 pub struct Agent {
     pub data_dir: PathBuf,
     pub push_port: u16,
+    pub metrics_port: u16,
     pub proc: Proc,
 }
 
@@ -449,7 +451,7 @@ impl Agent {
         extra: &str,
         forward_extra: &str,
     ) -> Agent {
-        let push_port = free_port();
+        let (push_port, metrics_port) = (free_port(), free_port());
         let data_dir = dir.join("agent-data");
         let endpoints = endpoints
             .iter()
@@ -463,7 +465,8 @@ impl Agent {
                 "data_dir = \"{}\"\nshutdown_timeout_ms = 5000\n{extra}\n\
                  [push]\nlisten = \"127.0.0.1:{push_port}\"\n\
                  [forward]\nendpoints = [{endpoints}]\nbatch_timeout_ms = 100\nrequest_timeout_ms = 6000\n\
-                 backoff_initial_ms = 50\nbackoff_max_ms = 500\n{forward_extra}\n[tail]\nrotated_grace_ms = 500\n{sources}",
+                 backoff_initial_ms = 50\nbackoff_max_ms = 500\n{forward_extra}\n\
+                 [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[tail]\nrotated_grace_ms = 500\n{sources}",
                 data_dir.display()
             ),
         );
@@ -476,10 +479,15 @@ impl Agent {
         let mut a = Agent {
             data_dir,
             push_port,
+            metrics_port,
             proc,
         };
         a.proc.start();
         a
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
     }
 
     pub fn push_endpoint(&self) -> String {

@@ -644,7 +644,7 @@ async fn analytics_answer_exactly_per_tenant_over_http_and_grpc() {
         json!([])
     );
     stack.ch.query(&format!(
-        "INSERT INTO {}.alert_states VALUES ('acme', 'errors > 10 in 5m', 'firing', 'critical', '12 errors', 12, now(), now())",
+        "INSERT INTO {}.alert_states VALUES ('acme', 'r1', 'errors > 10 in 5m', '', 'firing', 'critical', '12 errors', 12, now(), now(), now(), 1)",
         stack.database
     ));
     assert_eq!(

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::config::ForwardConfig;
+use crate::metrics::Metrics;
 use crate::queue::{Batch, Queue};
 pub use client::Client;
 
@@ -32,6 +33,7 @@ pub struct Forwarder {
     cfg: ForwardConfig,
     client: Arc<Client>,
     resource: Arc<Vec<KeyValue>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Forwarder {
@@ -40,12 +42,14 @@ impl Forwarder {
         cfg: ForwardConfig,
         client: Client,
         resource: Vec<KeyValue>,
+        metrics: Arc<Metrics>,
     ) -> Forwarder {
         Forwarder {
             queue,
             cfg,
             client: Arc::new(client),
             resource: Arc::new(resource),
+            metrics,
         }
     }
 
@@ -130,12 +134,14 @@ impl Forwarder {
     fn deliver(&self, batch: Batch) -> impl std::future::Future<Output = ()> + Send + 'static {
         let client = self.client.clone();
         let queue = self.queue.clone();
-        let request = ExportRequest {
+        let metrics = self.metrics.clone();
+        let mut request = ExportRequest {
             agent_id: queue.agent_id().to_string(),
             first_seq: batch.manifest.first_seq,
             last_seq: batch.manifest.last_seq,
             resource: self.resource.as_ref().clone(),
             chunks: batch.chunks,
+            report: None,
         };
         let manifest = batch.manifest;
         let (initial, max) = (
@@ -146,8 +152,21 @@ impl Forwarder {
             let mut backoff = initial;
             let mut failures = 0u32;
             loop {
-                match client.export(request.clone()).await {
+                if failures > 0 {
+                    metrics.retries.inc();
+                }
+                request.report = Some(metrics.report(&queue));
+                let sent = std::time::Instant::now();
+                let answer = client.export(request.clone()).await;
+                metrics.roundtrip.observe(sent.elapsed().as_secs_f64());
+                match answer {
                     Ok(resp) => {
+                        let outcome = if resp.duplicate {
+                            "duplicate"
+                        } else {
+                            "acknowledged"
+                        };
+                        metrics.batches.with_label_values(&[outcome]).inc();
                         debug!(
                             first_seq = manifest.first_seq,
                             records = manifest.records,
@@ -161,6 +180,7 @@ impl Forwarder {
                         return;
                     }
                     Err(e) => {
+                        metrics.batches.with_label_values(&["failed"]).inc();
                         failures += 1;
                         // Log the first failure and then every tenth, not every retry.
                         if failures == 1 || failures.is_multiple_of(10) {

@@ -23,10 +23,10 @@
 
 mod format;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
@@ -69,6 +69,19 @@ struct State {
     unbatched_records: u64,
     unbatched_bytes: u64,
     oldest_unbatched: Option<Instant>,
+    /// Batches cut and not acknowledged: first sequence number → (records,
+    /// when their oldest record was queued, as far as known: batches left
+    /// from before a restart count from the restart).
+    batches: BTreeMap<u64, (u64, Instant)>,
+}
+
+/// What the queue holds, for metrics and the agent's loss report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depth {
+    pub records: u64,
+    pub bytes: u64,
+    /// How long the oldest record not yet acknowledged has waited.
+    pub oldest_unacked: Option<Duration>,
 }
 
 /// A raw key and value of a column family.
@@ -134,10 +147,13 @@ impl Queue {
         let mut end_seq = 0;
         let mut cursor = None;
         let mut batch_end = 0;
+        let mut batches = BTreeMap::new();
+        let opened = Instant::now();
         for item in db.iterator_cf(cf(&db, CF_BATCHES), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
             let m = Manifest::decode(&k, &v)?;
             batch_end = batch_end.max(m.last_seq + 1);
+            batches.insert(m.first_seq, (m.records, opened));
         }
         let (mut unbatched_records, mut unbatched_bytes) = (0, 0);
         for item in db.iterator_cf(cf(&db, CF_RECORDS), rocksdb::IteratorMode::Start) {
@@ -180,6 +196,7 @@ impl Queue {
                 unbatched_records,
                 unbatched_bytes,
                 oldest_unbatched: (unbatched_records > 0).then(Instant::now),
+                batches,
             }),
             arrived: tokio::sync::Notify::new(),
         }))
@@ -308,6 +325,8 @@ impl Queue {
         s.cursor = end;
         s.unbatched_records -= records;
         s.unbatched_bytes -= bytes;
+        let oldest = s.oldest_unbatched.unwrap_or_else(Instant::now);
+        s.batches.insert(first_seq, (records, oldest));
         s.oldest_unbatched = (s.unbatched_records > 0).then(Instant::now);
         Ok(Some(Batch { manifest, chunks }))
     }
@@ -350,7 +369,23 @@ impl Queue {
         self.db.write(batch)?;
         let mut s = self.state();
         s.bytes = s.bytes.saturating_sub(manifest.bytes);
+        s.batches.remove(&manifest.first_seq);
         Ok(())
+    }
+
+    pub fn depth(&self) -> Depth {
+        let s = self.state();
+        let oldest = s
+            .batches
+            .values()
+            .map(|(_, t)| *t)
+            .chain(s.oldest_unbatched)
+            .min();
+        Depth {
+            records: s.unbatched_records + s.batches.values().map(|(n, _)| n).sum::<u64>(),
+            bytes: s.bytes,
+            oldest_unacked: oldest.map(|t| t.elapsed()),
+        }
     }
 
     /// All checkpoints (key, value), for the tailer to resume from.

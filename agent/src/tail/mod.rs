@@ -40,6 +40,7 @@ use logferry_proto::{chunk, Chunk, KeyValue, Origin, RawLines};
 use tracing::{debug, info, warn};
 
 use crate::config::{Format, SourceConfig, StartAt, TailConfig};
+use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueError};
 use checkpoint::{fingerprint, source_key, Checkpoint, FileId};
 pub use discover::Matcher;
@@ -54,6 +55,8 @@ struct Tracked {
     path: PathBuf,
     file: File,
     read_pos: u64,
+    /// The file's size when last looked at.
+    size: u64,
     framer: Framer,
     /// The checkpoint last made durable.
     saved: Checkpoint,
@@ -84,6 +87,7 @@ pub struct Tailer {
     /// Sources that had been seen before this start.
     seen_sources: HashSet<String>,
     buf: Vec<u8>,
+    metrics: Arc<Metrics>,
 }
 
 impl Tailer {
@@ -91,6 +95,7 @@ impl Tailer {
         cfg: TailConfig,
         sources: Vec<SourceConfig>,
         queue: Arc<Queue>,
+        metrics: Arc<Metrics>,
     ) -> Result<Tailer, QueueError> {
         let mut known = HashMap::new();
         let mut seen_sources = HashSet::new();
@@ -112,6 +117,7 @@ impl Tailer {
             files: BTreeMap::new(),
             known,
             seen_sources,
+            metrics,
         })
     }
 
@@ -278,6 +284,12 @@ impl Tailer {
         }
         let now = Instant::now();
         for t in self.files.values_mut() {
+            if !t.matched && t.unmatched_since.is_none() {
+                self.metrics
+                    .rotations
+                    .with_label_values(&[&self.sources[t.source].name])
+                    .inc();
+            }
             t.unmatched_since = if t.matched {
                 None
             } else {
@@ -315,6 +327,7 @@ impl Tailer {
             Tracked {
                 source,
                 read_pos: saved.offset,
+                size: saved.offset,
                 framer: Framer::new(max_line, saved.discarding),
                 saved,
                 path,
@@ -342,7 +355,28 @@ impl Tailer {
             progressed |= self.poll_file(id, false)?;
             self.close_if_done(id)?;
         }
+        self.observe_files();
         Ok(progressed)
+    }
+
+    /// Files followed and bytes not read yet, per source.
+    fn observe_files(&self) {
+        let mut per_source = vec![(0i64, 0i64); self.sources.len()];
+        for t in self.files.values() {
+            let s = &mut per_source[t.source];
+            s.0 += 1;
+            s.1 += t.size.saturating_sub(t.read_pos) as i64;
+        }
+        for (source, (files, unread)) in self.sources.iter().zip(per_source) {
+            self.metrics
+                .files
+                .with_label_values(&[&source.name])
+                .set(files);
+            self.metrics
+                .unread_bytes
+                .with_label_values(&[&source.name])
+                .set(unread);
+        }
     }
 
     /// Reads once from a file. `draining`: the file is known complete, so a
@@ -366,11 +400,12 @@ impl Tailer {
         };
         // Copytruncate shows as a file shorter than what was read, or, when
         // the writer refilled it past that point already, as a new head.
+        let last_size = std::mem::replace(&mut t.size, size);
         let verify = std::mem::take(&mut t.verify) || size > t.read_pos;
         if size < t.read_pos
             || (verify && t.saved.fp_len > 0 && !head_matches_file(&t.file, &t.saved))
         {
-            self.truncated(id)?;
+            self.truncated(id, last_size)?;
             return Ok(true);
         }
         let mut lines = Lines::default();
@@ -428,7 +463,9 @@ impl Tailer {
         let result = if lines.is_empty() {
             self.queue.put_checkpoint(&key, &value)
         } else {
-            let origin = origin_for(&self.sources[t.source], &t.path);
+            let source = &self.sources[t.source];
+            count_lines(&self.metrics, source, &lines);
+            let origin = origin_for(source, &t.path);
             let count = lines.count;
             let chunk = lines_chunk(origin, lines, t.saved.offset);
             self.queue
@@ -451,12 +488,18 @@ impl Tailer {
 
     /// The file shrank below what was read: copytruncate or a truncation.
     /// Lines not yet read are taken from the copy when one exists; then the
-    /// file is read again from 0.
-    fn truncated(&mut self, id: FileId) -> Result<(), QueueError> {
+    /// file is read again from 0. Without a copy, what the file held past
+    /// the checkpoint when last seen (`last_size`) is lost, and counted.
+    fn truncated(&mut self, id: FileId, last_size: u64) -> Result<(), QueueError> {
         let Some(t) = self.files.get_mut(&id) else {
             return Ok(());
         };
         info!(path = %t.path.display(), offset = t.saved.offset, "file truncated or replaced; reading it again from the start");
+        let source_name = self.sources[t.source].name.clone();
+        self.metrics
+            .truncations
+            .with_label_values(&[&source_name])
+            .inc();
         let saved = t.saved.clone();
         let copy = (saved.fp_len > 0)
             .then(|| {
@@ -468,6 +511,16 @@ impl Tailer {
             })
             .flatten();
         let mut lines = Lines::default();
+        if copy.is_none() {
+            let lost = last_size.max(t.read_pos).saturating_sub(saved.offset);
+            if lost > 0 {
+                warn!(path = %t.path.display(), bytes = lost, "file truncated before it was read to its end, and no copy found: these bytes are lost");
+                self.metrics
+                    .abandoned_bytes
+                    .with_label_values(&[&source_name, "truncated"])
+                    .inc_by(lost);
+            }
+        }
         if let Some(copy_path) = copy {
             if let Ok(copy) = File::open(&copy_path) {
                 info!(copy = %copy_path.display(), "reading the lines not yet shipped from the copy");
@@ -507,7 +560,9 @@ impl Tailer {
         if lines.is_empty() {
             self.queue.put_checkpoint(&key, &value)
         } else {
-            let origin = origin_for(&self.sources[t.source], &t.path);
+            let source = &self.sources[t.source];
+            count_lines(&self.metrics, source, &lines);
+            let origin = origin_for(source, &t.path);
             let count = lines.count;
             self.queue
                 .commit(
@@ -566,6 +621,48 @@ impl Tailer {
         }
         Ok(())
     }
+}
+
+/// Counts queued lines: their number and bytes, the cut ones, and for JSON
+/// sources those that are not JSON objects.
+fn count_lines(metrics: &Metrics, source: &SourceConfig, lines: &Lines) {
+    let name = [source.name.as_str()];
+    metrics
+        .lines
+        .with_label_values(&name)
+        .inc_by(u64::from(lines.count));
+    metrics
+        .bytes
+        .with_label_values(&name)
+        .inc_by(lines.data.len() as u64);
+    if !lines.truncated.is_empty() {
+        metrics
+            .truncated_lines
+            .with_label_values(&name)
+            .inc_by(lines.truncated.len() as u64);
+    }
+    if source.format == Format::Json {
+        let bad = lines
+            .data
+            .split(|b| *b == b'\n')
+            .take(lines.count as usize)
+            .enumerate()
+            .filter(|(i, line)| !lines.truncated.contains(&(*i as u32)) && !is_json_object(line))
+            .count();
+        if bad > 0 {
+            metrics
+                .parse_errors
+                .with_label_values(&name)
+                .inc_by(bad as u64);
+        }
+    }
+}
+
+fn is_json_object(line: &[u8]) -> bool {
+    line.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
 }
 
 fn lines_chunk(origin: Origin, lines: Lines, file_offset: u64) -> Chunk {

@@ -18,6 +18,7 @@ struct Harness {
     sources: Vec<SourceConfig>,
     delivered: Vec<String>,
     grace_ms: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Harness {
@@ -39,6 +40,7 @@ impl Harness {
             sources,
             delivered: Vec::new(),
             grace_ms: 0,
+            metrics: Arc::new(Metrics::new()),
         };
         h.restart();
         h
@@ -67,7 +69,13 @@ impl Harness {
             read_chunk_bytes: 4096,
             ..TailConfig::default()
         };
-        let mut tailer = Tailer::new(cfg, self.sources.clone(), queue.clone()).expect("tailer");
+        let mut tailer = Tailer::new(
+            cfg,
+            self.sources.clone(),
+            queue.clone(),
+            self.metrics.clone(),
+        )
+        .expect("tailer");
         tailer.start().expect("start");
         self.queue = Some(queue);
         self.tailer = Some(tailer);
@@ -337,4 +345,50 @@ fn a_deleted_file_is_read_for_the_grace_period_after_the_deletion_is_noticed() {
         .expect("write to the deleted file");
     h.settle();
     assert_eq!(h.delivered, vec!["one", "two"]);
+}
+
+#[test]
+fn metrics_count_lines_cuts_parse_errors_and_what_a_truncation_lost() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.append(
+        "a.log",
+        &format!("{{\"a\":1}}\nnot json\n{}\n", "y".repeat(100)),
+    );
+    h.settle();
+    let app = ["app"];
+    let m = h.metrics.clone();
+    assert_eq!(m.lines.with_label_values(&app).get(), 3);
+    assert_eq!(m.bytes.with_label_values(&app).get(), 8 + 9 + 65);
+    assert_eq!(m.truncated_lines.with_label_values(&app).get(), 1);
+    assert_eq!(
+        m.parse_errors.with_label_values(&app).get(),
+        1,
+        "a cut line is not judged"
+    );
+    assert_eq!(m.files.with_label_values(&app).get(), 1);
+
+    // 100 lines of 51 bytes; one read takes 4096 of them (80 whole lines),
+    // then the file is truncated with no copy: the 20 lines seen but not
+    // read are lost, and counted.
+    h.append("a.log", &format!("{}\n", "z".repeat(50)).repeat(100));
+    h.tailer().poll_all().expect("poll");
+    assert_eq!(
+        m.unread_bytes.with_label_values(&app).get(),
+        5100 - 4096,
+        "how far behind the file the agent is"
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(h.path("a.log"))
+        .and_then(|f| f.set_len(0))
+        .expect("truncate");
+    h.settle();
+    assert_eq!(m.truncations.with_label_values(&app).get(), 1);
+    assert_eq!(
+        m.abandoned_bytes
+            .with_label_values(&["app", "truncated"])
+            .get(),
+        20 * 51
+    );
+    assert_eq!(h.delivered.len(), 3 + 80);
 }

@@ -288,6 +288,27 @@ pub struct AgentHealth {
     pub seconds_since_last: u64,
     /// Mean time from the record's own timestamp to the agent reading it.
     pub lag_ms: f64,
+    /// The agent's latest loss report in the window, if it sent one.
+    pub loss: Option<AgentLoss>,
+}
+
+/// What an agent could not ship since it started, and how far behind it is
+/// (the loss ledger: every agent reports it with its batches).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AgentLoss {
+    pub reported_at: String,
+    pub agent_started: String,
+    /// Bytes of files that will never be read (truncated with no copy found).
+    pub abandoned_bytes: u64,
+    /// Lines cut at the source's `max_line_bytes`.
+    pub truncated_lines: u64,
+    /// Lines of JSON sources that were not JSON objects (stored as text).
+    pub parse_errors: u64,
+    /// Bytes written to followed files and not read yet.
+    pub unread_bytes: u64,
+    /// Records queued on the agent, not yet acknowledged, and the age of the oldest.
+    pub queue_records: u64,
+    pub oldest_unacked_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -342,7 +363,11 @@ pub struct DailyReport {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActiveAlert {
     pub tenant: String,
+    pub rule_id: String,
+    /// The rule's name.
     pub rule: String,
+    /// What the rule groups by (an address, a host, an error group), or empty.
+    pub group: String,
     pub state: String,
     pub severity: String,
     pub summary: String,
@@ -381,7 +406,7 @@ fn counted(rows: Vec<a::Count>) -> Vec<Counted> {
 impl AnalyticsParams {
     /// The window: `[from, to)` in whole seconds, `default_span_s` back
     /// from `to` when neither `from` nor `last` is given.
-    fn window(&self, p: &Principal, default_span_s: u64) -> Result<Window, ApiError> {
+    pub(crate) fn window(&self, p: &Principal, default_span_s: u64) -> Result<Window, ApiError> {
         let to_ns = match self.to.as_deref() {
             Some(t) => parse_time(t)?,
             None => now_ns(),
@@ -462,7 +487,7 @@ fn endpoint(e: a::Endpoint) -> EndpointStats {
 
 /// Scores an address by what it did: attacks weigh most, then scanning,
 /// failed logins, 404 bursts and rate limiting.
-fn suspicion(ip: &a::IpActivity) -> SuspiciousIp {
+pub(crate) fn suspicion(ip: &a::IpActivity) -> SuspiciousIp {
     let mut score = 0u64;
     let mut reasons = Vec::new();
     if ip.attacks > 0 {
@@ -556,7 +581,11 @@ impl Service {
     }
 
     /// The window's error patterns, grouped, busiest first.
-    async fn error_groups(&self, w: &Window, limit: u32) -> Result<Vec<ErrorGroup>, ApiError> {
+    pub(crate) async fn error_groups(
+        &self,
+        w: &Window,
+        limit: u32,
+    ) -> Result<Vec<ErrorGroup>, ApiError> {
         let (store, limits) = (self.store()?, self.limits());
         let previous_window = w.previous();
         let (rows, previous) = tokio::try_join!(
@@ -910,16 +939,32 @@ impl Service {
                 })
             }
         };
-        let (storage, series, agents) = tokio::try_join!(
+        let (storage, series, agents, reports) = tokio::try_join!(
             store.storage(limits),
             store.series(&w, limits),
-            store.agents(&w, limits)
+            store.agents(&w, limits),
+            store.agent_reports(&w, limits),
         )?;
         let totals = a::Totals::of(&series);
         let now_s = now_ns() / NS;
-        let agents: Vec<AgentHealth> = agents
+        let mut reports: HashMap<String, crate::store::alerts::AgentReportRow> = reports
+            .into_iter()
+            .map(|r| (r.agent_id.clone(), r))
+            .collect();
+        let loss = |r: crate::store::alerts::AgentReportRow| AgentLoss {
+            reported_at: rfc(u64::from(r.time)),
+            agent_started: rfc(r.started_s),
+            abandoned_bytes: r.abandoned_bytes,
+            truncated_lines: r.truncated_lines,
+            parse_errors: r.parse_errors,
+            unread_bytes: r.unread_bytes,
+            queue_records: r.queue_records,
+            oldest_unacked_s: r.oldest_unacked_s,
+        };
+        let mut agents: Vec<AgentHealth> = agents
             .into_iter()
             .map(|x| AgentHealth {
+                loss: reports.remove(&x.key).map(loss),
                 agent_id: x.key,
                 host: x.host,
                 records: x.records,
@@ -928,6 +973,18 @@ impl Service {
                 lag_ms: x.lag_ms,
             })
             .collect();
+        // Agents that reported but shipped no record in the window.
+        let mut quiet: Vec<_> = reports.into_values().collect();
+        quiet.sort_by(|x, y| x.host.cmp(&y.host).then(x.agent_id.cmp(&y.agent_id)));
+        agents.extend(quiet.into_iter().map(|r| AgentHealth {
+            agent_id: r.agent_id.clone(),
+            host: r.host.clone(),
+            records: 0,
+            last_seen: rfc(u64::from(r.time)),
+            seconds_since_last: now_s.saturating_sub(u64::from(r.time)),
+            lag_ms: 0.0,
+            loss: Some(loss(r)),
+        }));
         let mut hosts: BTreeMap<String, u64> = BTreeMap::new();
         for x in &agents {
             *hosts.entry(x.host.clone()).or_default() += x.records;
@@ -1098,8 +1155,9 @@ impl Service {
             "users/activity" => json(self.users(p, params).await?),
             "report/daily" => json(self.daily_report(p, params).await?),
             "alerts/active" => json(self.active_alerts(p, params).await?),
+            "alerts/history" => json(self.alert_history(p, params).await?),
             other => Err(ApiError::BadRequest(format!(
-                "unknown view `{other}`: one of health, errors, performance, security, users/activity, report/daily, alerts/active"
+                "unknown view `{other}`: one of health, errors, performance, security, users/activity, report/daily, alerts/active, alerts/history"
             ))),
         }
     }
@@ -1117,7 +1175,9 @@ impl Service {
                 .into_iter()
                 .map(|r| ActiveAlert {
                     tenant: r.tenant,
+                    rule_id: r.rule_id,
                     rule: r.rule,
+                    group: r.group_key,
                     state: r.state,
                     severity: r.severity,
                     summary: r.summary,

@@ -22,10 +22,12 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::alerts::*;
 use super::analytics::*;
 use super::error::ErrorBody;
 use super::service::*;
 use super::ApiError;
+use crate::alerts::rules::RuleSpec;
 use crate::auth::secrets::Secret;
 use crate::auth::Principal;
 use crate::metrics::Metrics;
@@ -75,6 +77,10 @@ pub fn router(service: Arc<Service>, metrics: Arc<Metrics>) -> Router {
         .routes(routes!(users_activity))
         .routes(routes!(daily_report))
         .routes(routes!(active_alerts))
+        .routes(routes!(alert_history))
+        .routes(routes!(list_rules, create_rule))
+        .routes(routes!(get_rule, update_rule, delete_rule))
+        .routes(routes!(silence_rule, unsilence_rule))
         .routes(routes!(list_users, create_user))
         .routes(routes!(update_user, delete_user))
         .routes(routes!(list_tenants, create_tenant))
@@ -371,6 +377,134 @@ async fn active_alerts(
 ) -> Result<Json<AlertsView>, ApiError> {
     let p = caller(&svc, &headers).await?;
     Ok(Json(svc.active_alerts(&p, &query_params(q)?).await?))
+}
+
+/// What alerts did and what was sent, newest first (up to 1000 events;
+/// default window: the last 24 hours).
+#[utoipa::path(get, path = "/api/v1/logs/alerts/history", tag = "alerts", security(("bearer" = [])),
+    params(AnalyticsParams),
+    responses((status = 200, body = HistoryView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn alert_history(
+    State(svc): Svc,
+    headers: HeaderMap,
+    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryView>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.alert_history(&p, &query_params(q)?).await?))
+}
+
+/// Alert rules of the caller's tenants and of every tenant, with their silences.
+#[utoipa::path(get, path = "/api/v1/alerts/rules", tag = "alerts", security(("bearer" = [])),
+    responses((status = 200, body = Vec<RuleInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_rules(State(svc): Svc, headers: HeaderMap) -> Result<Json<Vec<RuleInfo>>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.list_rules(&p).await?))
+}
+
+/// Create a rule (admin of its tenant). Every problem is reported at once.
+#[utoipa::path(post, path = "/api/v1/alerts/rules", tag = "alerts", security(("bearer" = [])), request_body = RuleSpec,
+    responses((status = 201, body = RuleInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_rule(
+    State(svc): Svc,
+    headers: HeaderMap,
+    req: Result<Json<RuleSpec>, JsonRejection>,
+) -> Result<(StatusCode, Json<RuleInfo>), ApiError> {
+    let p = caller(&svc, &headers).await?;
+    let req = json_body(req)?;
+    Ok((StatusCode::CREATED, Json(svc.create_rule(&p, req).await?)))
+}
+
+/// One rule.
+#[utoipa::path(get, path = "/api/v1/alerts/rules/{id}", tag = "alerts", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = RuleInfo), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_rule(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RuleInfo>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    Ok(Json(svc.get_rule(&p, &id).await?))
+}
+
+/// Replace a rule made through the API (admin of its tenant); rules of the config file give 409.
+#[utoipa::path(put, path = "/api/v1/alerts/rules/{id}", tag = "alerts", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = RuleSpec,
+    responses((status = 200, body = RuleInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update_rule(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    req: Result<Json<RuleSpec>, JsonRejection>,
+) -> Result<Json<RuleInfo>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    let req = json_body(req)?;
+    Ok(Json(svc.update_rule(&p, &id, req).await?))
+}
+
+/// Delete a rule made through the API; its alerts end without a notification.
+#[utoipa::path(delete, path = "/api/v1/alerts/rules/{id}", tag = "alerts", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_rule(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    svc.delete_rule(&p, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Silence a rule for a while (admin of the tenant): it is still evaluated
+/// and its history kept, but nothing is sent.
+#[utoipa::path(post, path = "/api/v1/alerts/rules/{id}/silence", tag = "alerts", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = SilenceRequest,
+    responses((status = 200, body = RuleInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn silence_rule(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    req: Result<Json<SilenceRequest>, JsonRejection>,
+) -> Result<Json<RuleInfo>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    let req = json_body(req)?;
+    if req.duration.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "`for`: a span like 30m, 2h or 1d".into(),
+        ));
+    }
+    Ok(Json(svc.silence_rule(&p, &id, req).await?))
+}
+
+/// End a rule's silence (for `tenant`, as when silencing).
+#[utoipa::path(delete, path = "/api/v1/alerts/rules/{id}/silence", tag = "alerts", security(("bearer" = [])),
+    params(("id" = String, Path), ("tenant" = Option<String>, Query)),
+    responses((status = 200, body = RuleInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn unsilence_rule(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<TenantParam>,
+) -> Result<Json<RuleInfo>, ApiError> {
+    let p = caller(&svc, &headers).await?;
+    let req = SilenceRequest {
+        duration: String::new(),
+        tenant: q.tenant,
+        reason: "silence ended".into(),
+    };
+    Ok(Json(svc.silence_rule(&p, &id, req).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TenantParam {
+    tenant: Option<String>,
 }
 
 /// Live tail as server-sent events: one `log` event per record (its `id`

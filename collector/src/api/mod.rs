@@ -3,6 +3,7 @@
 //! HTTP (`http`, axum) and gRPC (`grpc`, tonic), with one error table
 //! (`error`).
 
+pub mod alerts;
 pub mod analytics;
 pub mod error;
 pub mod grpc;

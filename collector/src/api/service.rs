@@ -303,6 +303,8 @@ pub struct Service {
     /// Daily reports of days that are over, for a few minutes
     /// (`analytics::REPORT_CACHE`).
     pub(super) reports: super::analytics::ReportCache,
+    /// The config file's alert rules and channel names.
+    pub(super) alerts: Arc<crate::alerts::Catalog>,
 }
 
 impl Service {
@@ -318,10 +320,16 @@ impl Service {
             config,
             geoip: None,
             reports: Default::default(),
+            alerts: Default::default(),
         }
     }
 
     /// Adds the country database the security view uses.
+    pub fn with_alerts(mut self, catalog: Arc<crate::alerts::Catalog>) -> Service {
+        self.alerts = catalog;
+        self
+    }
+
     pub fn with_geoip(mut self, geoip: crate::geoip::GeoIp) -> Service {
         self.geoip = Some(Arc::new(geoip));
         self
@@ -331,7 +339,7 @@ impl Service {
         self.store.borrow().clone().ok_or(ApiError::Starting)
     }
 
-    pub(super) fn limits(&self) -> ReadLimits {
+    pub(crate) fn limits(&self) -> ReadLimits {
         ReadLimits {
             max_execution_time: Duration::from_millis(self.config.max_execution_time_ms),
             max_rows_to_read: self.config.max_rows_to_read,

@@ -28,6 +28,7 @@ fn lines_batch(format: Format, data: &[u8], truncated: Vec<u32>) -> ExportReques
             KeyValue::string("deployment.environment", "prod"),
         ],
         chunks: vec![chunk.encode_to_vec().into()],
+        report: None,
     }
 }
 
@@ -166,6 +167,7 @@ fn pushed_records_use_their_attributes_and_resource() {
         last_seq: 7,
         resource: vec![],
         chunks: vec![chunk.encode_to_vec().into()],
+        report: None,
     };
     let d = decode_batch(&req, "").expect("decodes");
     let r = &d.rows[0];

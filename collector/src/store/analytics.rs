@@ -208,7 +208,9 @@ pub struct Storage {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AlertState {
     pub tenant: String,
+    pub rule_id: String,
     pub rule: String,
+    pub group_key: String,
     pub state: String,
     pub severity: String,
     pub summary: String,
@@ -225,7 +227,7 @@ macro_rules! auth_failure_events {
     };
 }
 
-const FAILED_AUTH: &str = concat!(
+pub(super) const FAILED_AUTH: &str = concat!(
     "((http_status IN (401, 403) AND match(lower(http_route), 'login|signin|sign-in|auth|token|session|password')) \
      OR event_type IN ",
     auth_failure_events!(),
@@ -233,7 +235,7 @@ const FAILED_AUTH: &str = concat!(
 );
 
 /// A cheap superset of failed authentications.
-const AUTH_REFUSALS: &str = concat!(
+pub(super) const AUTH_REFUSALS: &str = concat!(
     "(http_status IN (401, 403) OR event_type IN ",
     auth_failure_events!(),
     ")"
@@ -252,7 +254,7 @@ const ATTACK: &str = "security_class IN ('sqli', 'xss', 'path_traversal', 'cmd_i
 impl Store {
     /// Runs `sql` with each `{w}` replaced by the next of `parts` (with
     /// its bound values, in order) and reads `JSONEachRow`.
-    async fn json_rows<T: DeserializeOwned>(
+    pub(super) async fn json_rows<T: DeserializeOwned>(
         &self,
         sql: &str,
         parts: &[&Sql],
@@ -595,7 +597,7 @@ impl Store {
         scope: &Sql,
         limits: ReadLimits,
     ) -> Result<Vec<AlertState>, StoreError> {
-        let sql = "SELECT tenant, rule, state, severity, summary, value, toUInt32(since) AS since_s \
+        let sql = "SELECT tenant, rule_id, rule, group_key, state, severity, summary, value, toUInt32(since) AS since_s \
              FROM alert_states FINAL WHERE {w} AND state IN ('firing', 'pending') ORDER BY since_s DESC, rule";
         self.json_rows(sql, &[scope], limits).await
     }

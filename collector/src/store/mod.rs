@@ -8,6 +8,7 @@
 //! does not matter.
 
 pub mod accounts;
+pub mod alerts;
 pub mod analytics;
 pub mod schema;
 pub mod search;

@@ -260,6 +260,94 @@ pub const MIGRATIONS: &[Migration] = &[
             WHERE user_id != '' GROUP BY tenant, user_id",
         ],
     },
+    Migration {
+        version: 7,
+        name: "alert rules, silences, states per group, history and the evaluator lease; agents' loss reports",
+        requires: None,
+        statements: &[
+            // Migration 5's table had no group key; nothing wrote to it
+            // before alert evaluation existed.
+            "DROP TABLE IF EXISTS {db}.alert_states",
+            "CREATE TABLE IF NOT EXISTS {db}.alert_states (
+                tenant String,
+                rule_id String,
+                rule String,
+                group_key String,
+                state String,
+                severity String,
+                summary String,
+                value Float64,
+                since DateTime,
+                fired_at DateTime,
+                notified_at DateTime,
+                updated_ns UInt64
+            ) ENGINE = ReplacingMergeTree(updated_ns)
+            ORDER BY (tenant, rule_id, group_key)",
+            // Rules made through the API (those in the config file are
+            // not stored); the body is the rule as JSON.
+            "CREATE TABLE IF NOT EXISTS {db}.alert_rules (
+                id String,
+                tenant String,
+                body String,
+                deleted UInt8,
+                updated_by String,
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version)
+            ORDER BY id",
+            "CREATE TABLE IF NOT EXISTS {db}.alert_silences (
+                rule_id String,
+                tenant String,
+                until DateTime,
+                reason String,
+                created_by String,
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version)
+            ORDER BY (rule_id, tenant)",
+            "CREATE TABLE IF NOT EXISTS {db}.alert_history (
+                tenant String,
+                time DateTime,
+                time_ns UInt64,
+                rule_id String,
+                rule String,
+                group_key String,
+                event String,
+                severity String,
+                value Float64,
+                summary String,
+                channel String,
+                attempts UInt32,
+                error String,
+                collector_id String
+            ) ENGINE = MergeTree
+            PARTITION BY toYYYYMM(time)
+            ORDER BY (tenant, time, rule_id)",
+            // One row per (term, holder), its expiry raised by renewals.
+            "CREATE TABLE IF NOT EXISTS {db}.leases (
+                name String,
+                term UInt64,
+                holder String,
+                expires_s UInt64
+            ) ENGINE = ReplacingMergeTree(expires_s)
+            ORDER BY (name, term, holder)",
+            // What each agent reported with its latest batches: cumulative
+            // counters since it started, and how far behind it is.
+            "CREATE TABLE IF NOT EXISTS {db}.agent_reports (
+                tenant String,
+                agent_id String,
+                host String,
+                time DateTime,
+                abandoned_bytes UInt64,
+                truncated_lines UInt64,
+                parse_errors UInt64,
+                unread_bytes UInt64,
+                queue_records UInt64,
+                oldest_unacked_s UInt64,
+                started_s UInt64
+            ) ENGINE = ReplacingMergeTree(time)
+            PARTITION BY toYYYYMM(time)
+            ORDER BY (tenant, agent_id, time)",
+        ],
+    },
 ];
 
 /// The server version from which migration 4 (the body n-gram index) runs.
@@ -294,12 +382,12 @@ mod tests {
         let new = ServerVersion::parse("24.8.4.13").expect("parses");
         assert_eq!(
             pending(&[], old).map(|m| m.version).collect::<Vec<_>>(),
-            vec![1, 3, 5, 6]
+            vec![1, 3, 5, 6, 7]
         );
-        assert_eq!(pending(&[1, 3, 5, 6], old).count(), 0);
+        assert_eq!(pending(&[1, 3, 5, 6, 7], old).count(), 0);
         assert_eq!(
             pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(),
-            vec![2, 3, 4, 5, 6]
+            vec![2, 3, 4, 5, 6, 7]
         );
         assert_eq!(ServerVersion::parse("garbage"), None);
     }

@@ -1,0 +1,257 @@
+//! The agent's Prometheus metrics, served at `http://<metrics.listen>/metrics`.
+//! Names follow `logferry_agent_<subsystem>_<name>_<unit>`; the only labels
+//! are source names (from the config), fixed reasons and outcomes.
+//!
+//! The counters that say what could not be shipped (abandoned bytes,
+//! truncated lines, parse errors) also travel with every batch as the
+//! agent's loss report (`Metrics::report`), so the collector can show them
+//! per agent.
+
+use std::sync::Arc;
+
+use logferry_proto::AgentReport;
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::queue::Queue;
+
+pub struct Metrics {
+    registry: Registry,
+    pub lines: IntCounterVec,
+    pub bytes: IntCounterVec,
+    pub unread_bytes: IntGaugeVec,
+    pub files: IntGaugeVec,
+    pub rotations: IntCounterVec,
+    pub truncations: IntCounterVec,
+    pub parse_errors: IntCounterVec,
+    pub truncated_lines: IntCounterVec,
+    pub abandoned_bytes: IntCounterVec,
+    queue_records: IntGauge,
+    queue_bytes: IntGauge,
+    queue_oldest: Gauge,
+    pub batches: IntCounterVec,
+    pub retries: IntCounter,
+    pub roundtrip: Histogram,
+    pub pushes: IntCounterVec,
+    started_s: u64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Collector round trips, from 1 ms to 60 s.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+            r.register(Box::new(m.clone())).expect("unique metric");
+            m
+        }
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            reg(&registry, IntGauge::new(name, help).expect("valid metric"))
+        };
+        Metrics {
+            lines: counters(
+                "logferry_agent_tail_lines_total",
+                "Lines read from files and queued, by source.",
+                &["source"],
+            ),
+            bytes: counters(
+                "logferry_agent_tail_bytes_total",
+                "Bytes read from files and queued, by source.",
+                &["source"],
+            ),
+            unread_bytes: gauges(
+                "logferry_agent_tail_unread_bytes",
+                "Bytes written to followed files and not read yet, by source: how far behind the files the agent is.",
+                &["source"],
+            ),
+            files: gauges(
+                "logferry_agent_tail_files",
+                "Files followed, by source.",
+                &["source"],
+            ),
+            rotations: counters(
+                "logferry_agent_tail_rotations_total",
+                "Files that stopped matching their source's globs (renamed or deleted), read to their end afterwards, by source.",
+                &["source"],
+            ),
+            truncations: counters(
+                "logferry_agent_tail_truncations_total",
+                "Files found shorter than what was read (copytruncate, truncation), by source.",
+                &["source"],
+            ),
+            parse_errors: counters(
+                "logferry_agent_tail_parse_errors_total",
+                "Lines of JSON sources that are not JSON objects (shipped as text), by source.",
+                &["source"],
+            ),
+            truncated_lines: counters(
+                "logferry_agent_tail_truncated_lines_total",
+                "Lines longer than max_line_bytes, cut and marked logferry.truncated, by source.",
+                &["source"],
+            ),
+            abandoned_bytes: counters(
+                "logferry_agent_tail_abandoned_bytes_total",
+                "Bytes that will never be read, by source and reason: truncated (a file truncated with unread bytes and no copy found), unreadable (a file that could no longer be read).",
+                &["source", "reason"],
+            ),
+            queue_records: gauge(
+                "logferry_agent_queue_records",
+                "Records in the queue, not yet acknowledged by a collector.",
+            ),
+            queue_bytes: gauge("logferry_agent_queue_bytes", "Bytes in the queue."),
+            queue_oldest: reg(
+                &registry,
+                Gauge::new(
+                    "logferry_agent_queue_oldest_unacked_age_seconds",
+                    "How long the oldest record not yet acknowledged has waited (0 when the queue is empty).",
+                )
+                .expect("valid metric"),
+            ),
+            batches: counters(
+                "logferry_agent_forward_batches_total",
+                "Batch sends, by outcome: acknowledged, duplicate (stored before), failed (to be retried).",
+                &["outcome"],
+            ),
+            retries: reg(
+                &registry,
+                IntCounter::new(
+                    "logferry_agent_forward_retries_total",
+                    "Batch sends that were attempts after a failure.",
+                )
+                .expect("valid metric"),
+            ),
+            roundtrip: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "logferry_agent_forward_roundtrip_duration_seconds",
+                        "Time from sending a batch to a collector's answer (successful or not).",
+                    )
+                    .buckets(BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            pushes: counters(
+                "logferry_agent_push_requests_total",
+                "Push requests from applications, by outcome: accepted (durable), refused (queue full, invalid, queue failure).",
+                &["outcome"],
+            ),
+            started_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            registry,
+        }
+    }
+
+    /// Refreshes the queue gauges and renders every metric.
+    pub fn render(&self, queue: &Queue) -> String {
+        self.observe_queue(queue);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("the text encoder writes to memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+
+    fn observe_queue(&self, queue: &Queue) {
+        let depth = queue.depth();
+        self.queue_records.set(depth.records as i64);
+        self.queue_bytes.set(depth.bytes as i64);
+        self.queue_oldest
+            .set(depth.oldest_unacked.map_or(0.0, |d| d.as_secs_f64()));
+    }
+
+    /// What this agent run could not ship, and how far behind it is:
+    /// counters since it started, sent with every batch.
+    pub fn report(&self, queue: &Queue) -> AgentReport {
+        let sum = |v: &IntCounterVec| -> u64 {
+            let mut n = 0;
+            for family in v.collect() {
+                for m in family.get_metric() {
+                    n += m.get_counter().get_value() as u64;
+                }
+            }
+            n
+        };
+        let unread: i64 = self
+            .unread_bytes
+            .collect()
+            .iter()
+            .flat_map(|f| {
+                f.get_metric()
+                    .iter()
+                    .map(|m| m.get_gauge().get_value() as i64)
+            })
+            .sum();
+        let depth = queue.depth();
+        AgentReport {
+            started_unix_s: self.started_s,
+            abandoned_bytes: sum(&self.abandoned_bytes),
+            truncated_lines: sum(&self.truncated_lines),
+            parse_errors: sum(&self.parse_errors),
+            unread_bytes: unread.max(0) as u64,
+            queue_records: depth.records,
+            oldest_unacked_s: depth.oldest_unacked.map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Serves `/metrics` until `stop`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    queue: Arc<Queue>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (metrics, queue) = (Arc::clone(&metrics), Arc::clone(&queue));
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics.render(&queue),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}

@@ -1,0 +1,563 @@
+//! Alerting end to end: real agents ship constructed logs through a
+//! collector into a private ClickHouse; rules of every kind, with windows
+//! of a few seconds, go pending, firing and resolved; a local HTTP receiver
+//! plays the webhook, Slack, PagerDuty and Sentry.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use logferry_e2e::api::{Http, ADMIN_PASSWORD};
+use logferry_e2e::receiver::{Received, Receiver};
+use logferry_e2e::{wait_until, Agent, ClickHouse, Collector, TempDir};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+const SECRET: &str = "0123456789abcdef-webhook-secret";
+
+fn channels(rx: &Receiver) -> String {
+    format!(
+        "[[alerts.channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+         [[alerts.channels]]\nname = \"slack\"\nkind = \"slack\"\nurl = \"{}\"\n\
+         [[alerts.channels]]\nname = \"pd\"\nkind = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"R0UTINGKEY\"\n\
+         [[alerts.channels]]\nname = \"sentry\"\nkind = \"sentry\"\ndsn = \"http://pubkey@127.0.0.1:{}/42\"\n",
+        rx.url("/hook"),
+        rx.url("/slack"),
+        rx.url("/pd"),
+        rx.port
+    )
+}
+
+const ALERTS: &str = "[alerts]\ninterval_s = 1\nlease_ttl_s = 3\ndefault_rules = false\nbackoff_ms = 200\nmax_attempts = 4\n";
+
+fn now_rfc() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_micros();
+    let secs = (now / 1_000_000) as i64;
+    let micros = (now % 1_000_000) as u32;
+    // RFC 3339 in UTC from the epoch, without a date library.
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        tod / 3600,
+        (tod / 60) % 60,
+        tod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn append(path: &std::path::Path, lines: &[Value]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log");
+    for l in lines {
+        let mut l = l.clone();
+        l["timestamp"] = json!(now_rfc());
+        writeln!(f, "{l}").expect("write");
+    }
+}
+
+fn line(fields: Value) -> Value {
+    let mut l = json!({"level": "INFO", "service": "api", "message": "ok"});
+    for (k, v) in fields.as_object().expect("object") {
+        l[k] = v.clone();
+    }
+    l
+}
+
+/// (rule, event) pairs of the alert history, oldest first.
+fn history(ch: &ClickHouse, db: &str) -> Vec<(String, String, String)> {
+    ch.query(&format!(
+        "SELECT rule, event, group_key FROM {db}.alert_history ORDER BY time_ns FORMAT TSV"
+    ))
+    .lines()
+    .filter_map(|l| {
+        let mut p = l.split('\t');
+        Some((
+            p.next()?.into(),
+            p.next()?.into(),
+            p.next().unwrap_or("").into(),
+        ))
+    })
+    .collect()
+}
+
+fn events_of(h: &[(String, String, String)], rule: &str) -> Vec<String> {
+    h.iter()
+        .filter(|(r, e, _)| r == rule && ["pending", "firing", "resolved"].contains(&e.as_str()))
+        .map(|(_, e, _)| e.clone())
+        .collect()
+}
+
+fn verify_signature(r: &Received) {
+    let ts = r.header("x-logferry-timestamp");
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(&r.body);
+    let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(
+        r.header("x-logferry-signature"),
+        expected,
+        "HMAC over timestamp.body"
+    );
+}
+
+/// Webhook notifications per (rule, status).
+fn hooks(rx: &Receiver) -> BTreeMap<(String, String), usize> {
+    let mut by = BTreeMap::new();
+    for r in rx.at("/hook") {
+        verify_signature(&r);
+        let b = r.json();
+        let key = (
+            b["rule"]["name"].as_str().unwrap_or("").to_string(),
+            b["status"].as_str().unwrap_or("").to_string(),
+        );
+        *by.entry(key).or_default() += 1;
+    }
+    by
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rule_kind_fires_notifies_once_and_resolves() {
+    let dir = TempDir::new().expect("tempdir");
+    let ch = ClickHouse::start();
+    let rx = Receiver::start().await;
+    // The first webhook delivery fails: it is retried.
+    rx.fail_first("/hook", 1);
+    let rules = "\
+[[alerts.rules]]\nname = \"errors\"\ntenant = \"default\"\nkind = \"count\"\nquery = \"level:error\"\nthreshold = 2\nwindow_s = 4\nfor_s = 2\nchannels = [\"hook\", \"slack\", \"pd\", \"sentry\"]\n\
+[[alerts.rules]]\nname = \"logins\"\ntenant = \"default\"\nkind = \"failed_logins\"\ngroup_by = \"client_ip\"\nthreshold = 2\nwindow_s = 4\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"5xx\"\ntenant = \"default\"\nservices = [\"checkout\"]\nkind = \"error_rate\"\nthreshold = 50\nmin_requests = 4\nwindow_s = 4\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"slow\"\ntenant = \"default\"\nkind = \"latency\"\nroute = \"/slow\"\nthreshold = 1000\nmin_requests = 3\nwindow_s = 4\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"new group\"\ntenant = \"default\"\nkind = \"new_error_group\"\nwindow_s = 4\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"back\"\ntenant = \"default\"\nkind = \"returning_error_group\"\nwindow_s = 3\nquiet_s = 3\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"sqli\"\ntenant = \"default\"\nkind = \"security\"\nclasses = [\"sqli\"]\nwindow_s = 4\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"suspicious\"\ntenant = \"default\"\nkind = \"suspicious_ip\"\nthreshold = 50\nwindow_s = 4\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"billing silent\"\ntenant = \"default\"\nkind = \"silence\"\ngroup_by = \"service\"\nservices = [\"billing\"]\nwindow_s = 3\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"loss\"\ntenant = \"default\"\nkind = \"loss\"\nwindow_s = 6\nchannels = [\"hook\"]\n";
+    let collector = Collector::new(
+        dir.path(),
+        "collector",
+        &ch,
+        "alerts",
+        &format!("{ALERTS}{}{rules}", channels(&rx)),
+    );
+    let http = Http::new(&collector.http_url());
+    logferry_e2e::api::wait_ready(&http).await;
+    let out = collector.bootstrap("root", ADMIN_PASSWORD, Some("default"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin = http.login("root", ADMIN_PASSWORD).await;
+
+    // A rule made through the API, then silenced: evaluated, never sent.
+    let r = http
+        .post(
+            "/api/v1/alerts/rules",
+            Some(&admin),
+            &json!({"name": "errors (silenced)", "tenant": "default", "kind": "count",
+                    "query": "level:error", "threshold": 2, "window_s": 4, "channels": ["hook"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let silenced_id = r.body["id"].as_str().expect("id").to_string();
+    let r = http
+        .post(
+            &format!("/api/v1/alerts/rules/{silenced_id}/silence"),
+            Some(&admin),
+            &json!({"for": "1h", "reason": "maintenance"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["silenced"][0]["reason"], "maintenance");
+    // Bad rules are refused with every problem named.
+    let r = http
+        .post(
+            "/api/v1/alerts/rules",
+            Some(&admin),
+            &json!({"name": "x", "tenant": "default", "kind": "latency", "quantile": 2, "channels": ["nowhere"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let msg = r.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("quantile") && msg.contains("nowhere"), "{msg}");
+    // Rules of the config file cannot be changed through the API.
+    let r = http
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/alerts/rules/config-default-errors",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let app = logs.join("app.log");
+    let sources = format!(
+        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\nmax_line_bytes = 1000\n",
+        logs.display()
+    );
+    let agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+
+    let mut burst = Vec::new();
+    for n in 0..3 {
+        burst.push(line(
+            json!({"level": "ERROR", "message": format!("Payment failed for order {n}")}),
+        ));
+        burst.push(line(
+            json!({"event_type": "login_failed", "client_ip": "10.1.1.1", "status_code": 401,
+            "method": "POST", "path": "/api/v1/auth/login", "user_id": "mallory"}),
+        ));
+        burst.push(line(json!({"service": "checkout", "method": "POST", "path": "/pay", "status_code": 500, "duration_ms": 20})));
+        burst.push(line(
+            json!({"method": "GET", "path": "/slow", "status_code": 200, "duration_ms": 2500}),
+        ));
+        burst.push(line(json!({"method": "GET", "client_ip": "10.6.6.6", "status_code": 200, "user_agent": "Mozilla/5.0",
+            "path": "/search?q=%27%20OR%20%271%27=%271%27%20UNION%20SELECT%20password%20FROM%20users--"})));
+    }
+    burst.push(line(json!({"service": "checkout", "method": "POST", "path": "/pay", "status_code": 200, "duration_ms": 20})));
+    burst.push(line(
+        json!({"service": "billing", "message": "invoice sent"}),
+    ));
+    // Longer than max_line_bytes: cut, and reported as loss.
+    burst.push(line(json!({"message": "x".repeat(1500)})));
+    append(&app, &burst);
+    let burst_at = Instant::now();
+
+    let ch_db = "alerts";
+    let firing = [
+        "errors",
+        "logins",
+        "5xx",
+        "slow",
+        "new group",
+        "sqli",
+        "suspicious",
+        "billing silent",
+        "loss",
+        "errors (silenced)",
+    ];
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            let h = history(&ch, ch_db);
+            firing
+                .iter()
+                .all(|r| events_of(&h, r).contains(&"firing".to_string()))
+        }),
+        "not every rule fired: {:?}",
+        history(&ch, ch_db)
+    );
+    // While firing, the active-alerts view shows them.
+    let active = http.get("/api/v1/logs/alerts/active", Some(&admin)).await;
+    assert_eq!(active.status, StatusCode::OK);
+    let names: Vec<&str> = active.body["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|a| a["rule"].as_str())
+        .collect();
+    assert!(names.contains(&"billing silent"), "{names:?}");
+
+    // The returning error group: the same error after more than
+    // window + quiet seconds without it.
+    let wait = Duration::from_secs(7).saturating_sub(burst_at.elapsed());
+    tokio::time::sleep(wait).await;
+    append(
+        &app,
+        &[
+            line(json!({"level": "ERROR", "message": "Payment failed for order 999"})),
+            line(json!({"service": "billing", "message": "invoice sent"})),
+        ],
+    );
+    let all = [
+        "errors",
+        "logins",
+        "5xx",
+        "slow",
+        "new group",
+        "sqli",
+        "suspicious",
+        "billing silent",
+        "loss",
+        "back",
+    ];
+    // Billing falls silent again after its second line, so its rule may
+    // fire a second time; every rule must have resolved once.
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            let h = history(&ch, ch_db);
+            all.iter()
+                .all(|r| events_of(&h, r).contains(&"resolved".to_string()))
+        }),
+        "not every rule resolved: {:?}",
+        history(&ch, ch_db)
+    );
+    // Let deliveries and any stray duplicates land.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let h = history(&ch, ch_db);
+    for rule in all {
+        let e = events_of(&h, rule);
+        let expect: &[&str] = match rule {
+            "errors" => &["pending", "firing", "resolved"],
+            "billing silent" => &["firing", "resolved", "firing"][..e.len().clamp(2, 3)],
+            _ => &["firing", "resolved"],
+        };
+        assert_eq!(e, expect, "{rule}: {h:?}");
+    }
+
+    // Exactly one notification per firing and per resolution.
+    let by = hooks(&rx);
+    for rule in all {
+        let e = events_of(&h, rule);
+        for status in ["firing", "resolved"] {
+            let n = e.iter().filter(|x| *x == status).count();
+            assert_eq!(
+                by.get(&(rule.to_string(), status.to_string()))
+                    .copied()
+                    .unwrap_or(0),
+                n,
+                "{rule} {status}: {by:?}"
+            );
+        }
+    }
+    assert!(
+        !by.keys().any(|(r, _)| r == "errors (silenced)"),
+        "a silenced rule sends nothing: {by:?}"
+    );
+    assert!(
+        h.iter()
+            .any(|(r, e, _)| r == "errors (silenced)" && e == "silenced"),
+        "the silenced notification is in the history"
+    );
+    let logins = rx
+        .at("/hook")
+        .into_iter()
+        .map(|r| r.json())
+        .find(|b| b["rule"]["name"] == "logins")
+        .expect("logins notification");
+    assert_eq!(logins["group"], "10.1.1.1");
+    assert_eq!(logins["tenant"], "default");
+    assert_eq!(logins["value"], 3.0);
+    assert_eq!(logins["rule"]["kind"], "failed_logins");
+
+    let slack = rx.at("/slack");
+    assert_eq!(slack.len(), 2, "firing and resolved");
+    let text = slack[0].json()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(text.starts_with("*FIRING* errors"), "{text}");
+    assert!(slack[1].json()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("*RESOLVED* errors"));
+
+    let pd = rx.at("/pd");
+    assert_eq!(pd.len(), 2, "trigger and resolve");
+    let (trigger, resolve) = (pd[0].json(), pd[1].json());
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["routing_key"], "R0UTINGKEY");
+    assert_eq!(trigger["payload"]["severity"], "warning");
+    assert_eq!(resolve["event_action"], "resolve");
+    assert_eq!(trigger["dedup_key"], resolve["dedup_key"]);
+
+    let sentry = rx.at("/api/42/envelope/");
+    assert_eq!(
+        sentry.len(),
+        1,
+        "Sentry gets the firing, not the resolution"
+    );
+    assert!(sentry[0]
+        .header("x-sentry-auth")
+        .contains("sentry_key=pubkey"));
+    let envelope = String::from_utf8_lossy(&sentry[0].body).into_owned();
+    let items: Vec<&str> = envelope.lines().collect();
+    assert!(items[1].contains("\"type\":\"event\""), "{envelope}");
+    let event: Value = serde_json::from_str(items[2]).expect("event JSON");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("errors: 3 records matching"),
+        "{event}"
+    );
+
+    // The failed first delivery was retried: visible in the history and metrics.
+    let attempts = ch.query(&format!(
+        "SELECT max(attempts) FROM {ch_db}.alert_history WHERE event = 'sent' AND channel = 'hook'"
+    ));
+    assert_eq!(attempts.trim(), "2");
+    let metrics = reqwest::get(format!("{}/metrics", collector.http_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "logferry_collector_alerts_notification_retries_total{channel=\"webhook\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("logferry_collector_alerts_evaluator 1"));
+
+    // The history endpoint, over HTTP.
+    let r = http
+        .get("/api/v1/logs/alerts/history?last=1h", Some(&admin))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let events = r.body["events"].as_array().expect("events");
+    assert!(events
+        .iter()
+        .any(|e| e["rule"] == "loss" && e["event"] == "firing"));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "sent" && e["channel"] == "pd"));
+    drop(agent);
+}
+
+fn evaluator_gauge(collector: &Collector) -> Option<f64> {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", collector.http_url())])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("logferry_collector_alerts_evaluator "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_notify_once_and_a_dead_evaluator_is_replaced() {
+    let dir = TempDir::new().expect("tempdir");
+    let ch = ClickHouse::start();
+    let rx = Receiver::start().await;
+    let rules = "[[alerts.rules]]\nname = \"errors\"\ntenant = \"default\"\nkind = \"count\"\nquery = \"level:error\"\n\
+                 group_by = \"service\"\nthreshold = 0\nwindow_s = 3\nchannels = [\"hook\"]\n";
+    let extra = format!("{ALERTS}{}{rules}", channels(&rx));
+    let mut a = Collector::new(dir.path(), "collector-a", &ch, "ha", &extra);
+    let mut b = Collector::new(dir.path(), "collector-b", &ch, "ha", &extra);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let app = logs.join("app.log");
+    let sources = format!(
+        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\n",
+        logs.display()
+    );
+    let _agent = Agent::new(dir.path(), &[a.endpoint(), b.endpoint()], &sources, "");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let (x, y) = (evaluator_gauge(&a), evaluator_gauge(&b));
+            matches!((x, y), (Some(1.0), Some(0.0)) | (Some(0.0), Some(1.0)))
+        }),
+        "exactly one collector holds the evaluator lease"
+    );
+
+    append(
+        &app,
+        &[line(
+            json!({"level": "ERROR", "service": "one", "message": "boom"}),
+        )],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || hooks(&rx)
+            .contains_key(&("errors".to_string(), "resolved".to_string()))),
+        "the alert fired and resolved"
+    );
+    // Both collectors keep running for several evaluation rounds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let by = hooks(&rx);
+    assert_eq!(
+        by.get(&("errors".into(), "firing".into())),
+        Some(&1),
+        "{by:?}"
+    );
+    assert_eq!(
+        by.get(&("errors".into(), "resolved".into())),
+        Some(&1),
+        "{by:?}"
+    );
+
+    // Kill the evaluator; the other takes over within a minute.
+    let (dead, survivor) = if evaluator_gauge(&a) == Some(1.0) {
+        (&mut a, &b)
+    } else {
+        (&mut b, &a)
+    };
+    dead.proc.kill9();
+    let killed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(60), || evaluator_gauge(survivor)
+            == Some(1.0)),
+        "no collector took over"
+    );
+    let handover = killed.elapsed();
+    println!("handover after kill -9: {:.1} s", handover.as_secs_f64());
+    assert!(handover < Duration::from_secs(60));
+
+    append(
+        &app,
+        &[line(
+            json!({"level": "ERROR", "service": "two", "message": "boom"}),
+        )],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || rx
+            .at("/hook")
+            .iter()
+            .filter(|r| r.json()["group"] == "two" && r.json()["status"] == "resolved")
+            .count()
+            == 1),
+        "the survivor notifies"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let groups: Vec<(String, String)> = rx
+        .at("/hook")
+        .iter()
+        .map(|r| {
+            let b = r.json();
+            (
+                b["group"].as_str().unwrap_or("").to_string(),
+                b["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("one".to_string(), "firing".to_string()),
+            ("one".to_string(), "resolved".to_string()),
+            ("two".to_string(), "firing".to_string()),
+            ("two".to_string(), "resolved".to_string()),
+        ],
+        "each notification once, across both collectors and the handover"
+    );
+}
