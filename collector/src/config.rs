@@ -229,6 +229,11 @@ pub struct AlertsConfig {
     pub max_attempts: u32,
     pub backoff_ms: u64,
     pub timeout_ms: u64,
+    /// Forward each new error group found in the logs to this Sentry
+    /// project (a rule for every tenant with its own Sentry channel).
+    pub sentry_forward_dsn: String,
+    /// At most this many forwarded error groups per minute.
+    pub sentry_forward_max_per_minute: u32,
 }
 
 impl Default for AlertsConfig {
@@ -243,6 +248,8 @@ impl Default for AlertsConfig {
             max_attempts: 5,
             backoff_ms: 1000,
             timeout_ms: 10_000,
+            sentry_forward_dsn: String::new(),
+            sentry_forward_max_per_minute: 10,
         }
     }
 }
@@ -292,7 +299,49 @@ impl std::fmt::Debug for ChannelConfig {
     }
 }
 
+/// The channel, and the rule's name, of `sentry_forward_dsn`.
+pub const SENTRY_FORWARD: &str = "sentry-forward";
+
 impl AlertsConfig {
+    /// The channels and rules with error-group forwarding added when
+    /// `sentry_forward_dsn` is set: a rule for every tenant that sends each
+    /// new error group (one event per group) to its own rate-limited
+    /// Sentry channel.
+    pub fn with_forwarding(mut self) -> AlertsConfig {
+        if self.sentry_forward_dsn.is_empty() {
+            return self;
+        }
+        self.channels.push(ChannelConfig {
+            name: SENTRY_FORWARD.into(),
+            kind: ChannelKind::Sentry,
+            url: String::new(),
+            secret: String::new(),
+            routing_key: String::new(),
+            dsn: self.sentry_forward_dsn.clone(),
+            max_per_minute: self.sentry_forward_max_per_minute,
+        });
+        self.rules.push(RuleSpec {
+            name: SENTRY_FORWARD.into(),
+            tenant: crate::alerts::rules::EVERY_TENANT.into(),
+            services: Vec::new(),
+            kind: crate::alerts::rules::Kind::NewErrorGroup,
+            threshold: 0.0,
+            window_s: 300,
+            for_s: 0,
+            repeat_s: 0,
+            severity: crate::alerts::rules::Severity::Error,
+            channels: vec![SENTRY_FORWARD.into()],
+            query: String::new(),
+            group_by: String::new(),
+            quantile: None,
+            route: String::new(),
+            min_requests: None,
+            classes: Vec::new(),
+            quiet_s: None,
+        });
+        self
+    }
+
     fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.interval_s == 0 || self.lease_ttl_s < 3 || self.max_attempts == 0 {
@@ -301,11 +350,18 @@ impl AlertsConfig {
                     .into(),
             );
         }
+        if !self.sentry_forward_dsn.is_empty()
+            && crate::alerts::notify::SentryTarget::parse(&self.sentry_forward_dsn).is_none()
+        {
+            p.push("alerts.sentry_forward_dsn: not a Sentry DSN like https://key@host/42".into());
+        }
         let names: Vec<String> = self.channels.iter().map(|c| c.name.clone()).collect();
         for (i, c) in self.channels.iter().enumerate() {
             let at = format!("alerts.channels[{i}] `{}`", c.name);
-            if c.name.is_empty() || names[..i].contains(&c.name) {
-                p.push(format!("{at}: needs a unique name"));
+            if c.name.is_empty() || names[..i].contains(&c.name) || c.name == SENTRY_FORWARD {
+                p.push(format!(
+                    "{at}: needs a unique name (not `{SENTRY_FORWARD}`)"
+                ));
             }
             let url_ok = c.url.starts_with("http://") || c.url.starts_with("https://");
             match c.kind {

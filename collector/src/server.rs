@@ -56,7 +56,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .max_decoding_message_size(config.ingest.max_message_bytes)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let catalog = Arc::new(crate::alerts::Catalog::new(&config.alerts));
+    let alerts = config.alerts.clone().with_forwarding();
+    let catalog = Arc::new(crate::alerts::Catalog::new(&alerts));
     let mut service =
         Service::new(store_rx.clone(), auth, config.api.clone()).with_alerts(Arc::clone(&catalog));
     if !config.api.geoip_mmdb.is_empty() {
@@ -126,16 +127,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "collector serving"
     );
 
-    let evaluator = config.alerts.enabled.then(|| {
+    let evaluator = alerts.enabled.then(|| {
         let notifier = crate::alerts::notify::Notifier::new(
-            &config.alerts,
+            &alerts,
             store_rx.clone(),
             Arc::clone(&metrics),
             collector_id.clone(),
         );
         notifier.map(|notifier| {
             let evaluator = crate::alerts::Evaluator::new(
-                config.alerts.clone(),
+                alerts.clone(),
                 catalog,
                 Arc::clone(&service),
                 Arc::new(notifier),

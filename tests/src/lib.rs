@@ -495,6 +495,11 @@ impl Agent {
     }
 }
 
+/// Now, as RFC 3339 with microseconds (UTC), for log lines written now.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// A JSON line in the format of our users' applications.
 pub fn seed_line(file: &str, n: u64) -> String {
     format!(

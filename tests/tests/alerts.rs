@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use logferry_e2e::api::{Http, ADMIN_PASSWORD};
@@ -32,38 +32,6 @@ fn channels(rx: &Receiver) -> String {
 
 const ALERTS: &str = "[alerts]\ninterval_s = 1\nlease_ttl_s = 3\ndefault_rules = false\nbackoff_ms = 200\nmax_attempts = 4\n";
 
-fn now_rfc() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_micros();
-    let secs = (now / 1_000_000) as i64;
-    let micros = (now % 1_000_000) as u32;
-    // RFC 3339 in UTC from the epoch, without a date library.
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        tod / 3600,
-        (tod / 60) % 60,
-        tod % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 fn append(path: &std::path::Path, lines: &[Value]) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -72,7 +40,7 @@ fn append(path: &std::path::Path, lines: &[Value]) {
         .expect("open log");
     for l in lines {
         let mut l = l.clone();
-        l["timestamp"] = json!(now_rfc());
+        l["timestamp"] = json!(logferry_e2e::now_rfc3339());
         writeln!(f, "{l}").expect("write");
     }
 }
@@ -285,6 +253,12 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
         .filter_map(|a| a["rule"].as_str())
         .collect();
     assert!(names.contains(&"billing silent"), "{names:?}");
+    // The loss ledger: the health view shows what the agent reported.
+    let health = http.get("/api/v1/logs/health", Some(&admin)).await;
+    let loss = &health.body["agents"][0]["loss"];
+    assert_eq!(loss["truncated_lines"], 1, "{}", health.body);
+    assert_eq!(loss["abandoned_bytes"], 0);
+    assert_eq!(loss["parse_errors"], 0);
 
     // The returning error group: the same error after more than
     // window + quiet seconds without it.

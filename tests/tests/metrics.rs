@@ -1,6 +1,7 @@
-//! The collector's `/metrics`: Prometheus text that `promtool check metrics`
-//! (Debian's prometheus package) accepts, with counters that match what a
-//! real agent shipped and API latencies labelled by route template.
+//! `/metrics` of both programs during an end-to-end run: Prometheus text
+//! that `promtool check metrics` (Debian's prometheus package) accepts,
+//! with counters that match what a real agent shipped, and API latencies
+//! labelled by route template.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -9,8 +10,13 @@ use std::time::Duration;
 use logferry_e2e::{seed_line, wait_until, Agent, ClickHouse, Collector, TempDir};
 
 fn scrape(url: &str) -> String {
+    let url = if url.ends_with("/metrics") {
+        url.to_string()
+    } else {
+        format!("{url}/metrics")
+    };
     let out = Command::new("curl")
-        .args(["-sf", &format!("{url}/metrics")])
+        .args(["-sf", &url])
         .output()
         .expect("run curl");
     assert!(out.status.success(), "GET /metrics failed");
@@ -48,7 +54,7 @@ fn promtool(text: &str) -> (bool, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn collector_metrics_count_what_was_shipped_and_pass_promtool() {
+async fn both_programs_metrics_count_what_was_shipped_and_pass_promtool() {
     let dir = TempDir::new().expect("tempdir");
     let ch = ClickHouse::start();
     let collector = Collector::new(dir.path(), "collector", &ch, "metrics", "");
@@ -60,7 +66,7 @@ async fn collector_metrics_count_what_was_shipped_and_pass_promtool() {
         "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\n",
         logs.display()
     );
-    let _agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+    let agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
     assert!(
         wait_until(Duration::from_secs(60), || ch
             .count("SELECT count() FROM metrics.logs")
@@ -119,4 +125,44 @@ async fn collector_metrics_count_what_was_shipped_and_pass_promtool() {
 
     let (ok, report) = promtool(&text);
     assert!(ok, "promtool check metrics: {report}");
+
+    // The agent's side of the same run.
+    let bytes: usize = (0..300).map(|n| seed_line("app.log", n).len() + 1).sum();
+    let agent_url = agent.metrics_url();
+    assert!(
+        wait_until(Duration::from_secs(10), || sample(
+            &scrape(&agent_url),
+            "logferry_agent_queue_records"
+        ) == Some(0.0)),
+        "the queue drains once the collector acknowledged"
+    );
+    let text = scrape(&agent_url);
+    for (series, value) in [
+        ("logferry_agent_tail_lines_total{source=\"app\"}", 300.0),
+        (
+            "logferry_agent_tail_bytes_total{source=\"app\"}",
+            bytes as f64,
+        ),
+        ("logferry_agent_tail_files{source=\"app\"}", 1.0),
+        ("logferry_agent_tail_unread_bytes{source=\"app\"}", 0.0),
+        (
+            "logferry_agent_tail_parse_errors_total{source=\"app\"}",
+            0.0,
+        ),
+        ("logferry_agent_queue_oldest_unacked_age_seconds", 0.0),
+        (
+            "logferry_agent_forward_batches_total{outcome=\"acknowledged\"}",
+            batches,
+        ),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series}: {text}");
+    }
+    let roundtrips = sample(
+        &text,
+        "logferry_agent_forward_roundtrip_duration_seconds_count",
+    )
+    .unwrap_or(0.0);
+    assert!(roundtrips >= batches, "{text}");
+    let (ok, report) = promtool(&text);
+    assert!(ok, "promtool check metrics (agent): {report}");
 }

@@ -339,7 +339,9 @@ impl Evaluator {
                             .map(|p| p.1.summary.clone())
                             .unwrap_or_default(),
                     };
-                    let sample = observed.map(|o| o.sample.clone()).unwrap_or_default();
+                    let (sample, attributes) = observed
+                        .map(|o| (o.sample.clone(), o.attributes.clone()))
+                        .unwrap_or_default();
                     let row = StateRow {
                         tenant: tenant.clone(),
                         rule_id: rule.id.clone(),
@@ -361,8 +363,9 @@ impl Evaluator {
                         if notice == state::Notice::Repeat {
                             history.push(self.history(&row, "repeat"));
                         }
-                        let n =
+                        let mut n =
                             Notification::new(rule, &tenant, &key, notice, &next, summary, sample);
+                        n.attributes = attributes;
                         notices.push((n, rule.spec.channels.clone(), silenced));
                     }
                     writes.push(row);
@@ -453,11 +456,7 @@ impl Evaluator {
                 .await?
                 .into_iter()
                 .filter(|g| g.new && g.count as f64 > rule.threshold)
-                .map(|g| Observation {
-                    key: g.id,
-                    value: g.count as f64,
-                    sample: g.sample,
-                })
+                .map(group_observation)
                 .collect(),
             Kind::ReturningErrorGroup => {
                 let quiet_from = w.from_s.saturating_sub(rule.quiet_s());
@@ -481,11 +480,7 @@ impl Evaluator {
                             && g.first_seen_ever < quiet_from
                             && g.count as f64 > rule.threshold
                     })
-                    .map(|g| Observation {
-                        key: g.id,
-                        value: g.count as f64,
-                        sample: g.sample,
-                    })
+                    .map(group_observation)
                     .collect()
             }
             Kind::SuspiciousIp => store
@@ -498,10 +493,29 @@ impl Evaluator {
                     key: s.ip,
                     value: s.score as f64,
                     sample: s.reasons.join("; "),
+                    attributes: serde_json::Value::Null,
                 })
                 .collect(),
             _ => store.observe(rule, &w, limits).await?,
         })
+    }
+}
+
+/// An error group as an observation: its id, count and sample, and what
+/// the errors view knows of it.
+fn group_observation(g: crate::api::analytics::ErrorGroup) -> Observation {
+    Observation {
+        value: g.count as f64,
+        attributes: serde_json::json!({
+            "template": g.template,
+            "first_seen": g.first_seen,
+            "services": g.services,
+            "hosts": g.hosts,
+            "request_ids": g.request_ids,
+            "endpoints": g.endpoints.iter().map(|e| &e.key).collect::<Vec<_>>(),
+        }),
+        key: g.id,
+        sample: g.sample,
     }
 }
 

@@ -42,6 +42,10 @@ pub struct Notification {
     pub sent_at: String,
     /// PagerDuty's dedup key, also useful to any receiver: one per alert.
     pub key: String,
+    /// What the rule knows of the group (error groups: template,
+    /// services, hosts, request ids, endpoints).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub attributes: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +92,7 @@ impl Notification {
             fired_at: rfc(alert.fired_at_s),
             sent_at: rfc(now_ns() / 1_000_000_000),
             key: format!("logferry/{tenant}/{rule_id}/{group}"),
+            attributes: serde_json::Value::Null,
         }
     }
 
@@ -224,7 +229,11 @@ fn sentry_envelope(n: &Notification) -> sentry::Envelope {
             super::rules::Severity::Info => Level::Info,
         },
         logger: Some("logferry.alerts".into()),
-        message: Some(format!("{}: {}", n.rule.name, n.summary)),
+        // A forwarded error group reads as the error itself.
+        message: Some(match n.rule.kind {
+            super::rules::Kind::NewErrorGroup if !n.sample.is_empty() => n.sample.clone(),
+            _ => format!("{}: {}", n.rule.name, n.summary),
+        }),
         fingerprint: vec![n.key.clone().into()].into(),
         ..Default::default()
     };

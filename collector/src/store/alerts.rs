@@ -76,6 +76,8 @@ pub struct AgentReportRow {
     pub tenant: String,
     pub agent_id: String,
     pub host: String,
+    /// Read back as `reported_s` (an alias may not shadow the column).
+    #[serde(alias = "reported_s")]
     pub time: u32,
     pub abandoned_bytes: u64,
     pub truncated_lines: u64,
@@ -94,6 +96,10 @@ pub struct Observation {
     /// A sample record's message or what the group is, for the summary.
     #[serde(default)]
     pub sample: String,
+    /// More about the group (an error group's template, services, hosts,
+    /// request ids and endpoints), passed on to notifications.
+    #[serde(default)]
+    pub attributes: serde_json::Value,
 }
 
 /// The current holder of a lease as the server sees it.
@@ -258,7 +264,7 @@ impl Store {
             w.tenants.clone(),
         ]);
         self.json_rows(
-            "SELECT tenant, agent_id, argMax(host, time) AS host, toUInt32(max(time)) AS time, \
+            "SELECT tenant, agent_id, argMax(host, time) AS host, toUInt32(max(time)) AS reported_s, \
              argMax(abandoned_bytes, time) AS abandoned_bytes, argMax(truncated_lines, time) AS truncated_lines, \
              argMax(parse_errors, time) AS parse_errors, argMax(unread_bytes, time) AS unread_bytes, \
              argMax(queue_records, time) AS queue_records, argMax(oldest_unacked_s, time) AS oldest_unacked_s, \
