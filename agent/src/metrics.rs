@@ -169,6 +169,34 @@ impl Metrics {
         }
     }
 
+    /// Creates the series of every known label value at 0, so they exist
+    /// (and rates work) before the first event.
+    pub fn init(&self, sources: &[String]) {
+        for outcome in ["acknowledged", "duplicate", "failed"] {
+            self.batches.with_label_values(&[outcome]);
+        }
+        for outcome in ["accepted", "refused"] {
+            self.pushes.with_label_values(&[outcome]);
+        }
+        for s in sources {
+            let source = [s.as_str()];
+            for counter in [
+                &self.lines,
+                &self.bytes,
+                &self.rotations,
+                &self.truncations,
+                &self.parse_errors,
+                &self.truncated_lines,
+            ] {
+                counter.with_label_values(&source);
+            }
+            self.files.with_label_values(&source);
+            self.unread_bytes.with_label_values(&source);
+            self.abandoned_bytes
+                .with_label_values(&[s.as_str(), "truncated"]);
+        }
+    }
+
     /// Refreshes the queue gauges and renders every metric.
     pub fn render(&self, queue: &Queue) -> String {
         self.observe_queue(queue);

@@ -49,6 +49,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     resource.extend(config.resource.iter().map(|(k, v)| KeyValue::string(k, v)));
 
     let metrics = Arc::new(Metrics::new());
+    metrics.init(
+        &config
+            .sources
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>(),
+    );
     let stop_metrics = CancellationToken::new();
     let metrics_server = if config.metrics.listen.is_empty() {
         None

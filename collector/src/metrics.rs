@@ -136,6 +136,20 @@ impl Metrics {
             "Notification attempts that failed and were retried, by channel kind.",
             &["channel"],
         );
+        // Every known label value starts at 0, so series exist (and rates
+        // work) before the first event.
+        for reason in ["unauthenticated", "invalid", "busy", "unavailable"] {
+            ingest_refused_batches.with_label_values(&[reason]);
+        }
+        for outcome in ["ok", "failed"] {
+            alert_evaluations.with_label_values(&[outcome]);
+        }
+        for channel in ["webhook", "slack", "pagerduty", "sentry"] {
+            alert_notification_retries.with_label_values(&[channel]);
+            for outcome in ["sent", "failed", "rate_limited"] {
+                alert_notifications.with_label_values(&[channel, outcome]);
+            }
+        }
         Metrics {
             registry,
             ingest_records,
