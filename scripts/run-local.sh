@@ -10,9 +10,9 @@ cargo build --release --workspace --bins --locked
 bin="$CARGO_TARGET_DIR/release"
 home="${LOGFERRY_HOME:-$PWD/.logferry-local}"
 mkdir -p "$home"/{clickhouse,logs,agent}
-http_port=18123 tcp_port=19000 ingest_port=14320 push_port=14317 api_port=18080 query_port=14321
+http_port=18123 tcp_port=19000 ingest_port=14320 push_port=14317 api_port=18080 query_port=14321 metrics_port=19464
 
-for port in $http_port $tcp_port $ingest_port $push_port $api_port $query_port; do
+for port in $http_port $tcp_port $ingest_port $push_port $api_port $query_port $metrics_port; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "run-local: port $port is already in use (another logferry or ClickHouse?); stop it first" >&2
     exit 1
@@ -78,6 +78,8 @@ include = ["$home/logs/*.log"]
 service = "fast-users-api"
 [push]
 listen = "127.0.0.1:$push_port"
+[metrics]
+listen = "127.0.0.1:$metrics_port"
 [forward]
 endpoints = ["http://127.0.0.1:$ingest_port"]
 token_file = "$home/agent.token"
@@ -108,6 +110,12 @@ Analytics (error groups, endpoint latency, attacks, users, health):
   curl -s -G -H "Authorization: Bearer \$token" $api/api/v1/logs/security -d last=1h
   curl -s -G -H "Authorization: Bearer \$token" $api/api/v1/logs/health
 
+Alerts (the default rules run every 30 s) and metrics:
+  curl -s -H "Authorization: Bearer \$token" $api/api/v1/logs/alerts/active
+  curl -s -H "Authorization: Bearer \$token" $api/api/v1/logs/alerts/history
+  curl -s $api/metrics                        (collector)
+  curl -s http://127.0.0.1:$metrics_port/metrics   (agent)
+  Grafana dashboards: dashboards/*.json (see the README's Dashboards section)
 
 Or in ClickHouse directly:
   clickhouse-client --port $tcp_port --query "SELECT count() FROM logferry.logs"

@@ -11,6 +11,8 @@ use hmac::{Hmac, Mac};
 use logferry_e2e::api::{Http, ADMIN_PASSWORD};
 use logferry_e2e::receiver::{Received, Receiver};
 use logferry_e2e::{wait_until, Agent, ClickHouse, Collector, TempDir};
+use logferry_proto::query_service_client::QueryServiceClient;
+use logferry_proto::AnalyticsRequest;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -115,15 +117,15 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     rx.fail_first("/hook", 1);
     let rules = "\
 [[alerts.rules]]\nname = \"errors\"\ntenant = \"default\"\nkind = \"count\"\nquery = \"level:error\"\nthreshold = 2\nwindow_s = 4\nfor_s = 2\nchannels = [\"hook\", \"slack\", \"pd\", \"sentry\"]\n\
-[[alerts.rules]]\nname = \"logins\"\ntenant = \"default\"\nkind = \"failed_logins\"\ngroup_by = \"client_ip\"\nthreshold = 2\nwindow_s = 4\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"5xx\"\ntenant = \"default\"\nservices = [\"checkout\"]\nkind = \"error_rate\"\nthreshold = 50\nmin_requests = 4\nwindow_s = 4\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"slow\"\ntenant = \"default\"\nkind = \"latency\"\nroute = \"/slow\"\nthreshold = 1000\nmin_requests = 3\nwindow_s = 4\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"new group\"\ntenant = \"default\"\nkind = \"new_error_group\"\nwindow_s = 4\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"back\"\ntenant = \"default\"\nkind = \"returning_error_group\"\nwindow_s = 3\nquiet_s = 3\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"sqli\"\ntenant = \"default\"\nkind = \"security\"\nclasses = [\"sqli\"]\nwindow_s = 4\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"suspicious\"\ntenant = \"default\"\nkind = \"suspicious_ip\"\nthreshold = 50\nwindow_s = 4\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"billing silent\"\ntenant = \"default\"\nkind = \"silence\"\ngroup_by = \"service\"\nservices = [\"billing\"]\nwindow_s = 3\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"loss\"\ntenant = \"default\"\nkind = \"loss\"\nwindow_s = 6\nchannels = [\"hook\"]\n";
+[[alerts.rules]]\nname = \"logins\"\ntenant = \"default\"\nkind = \"failed_logins\"\ngroup_by = \"client_ip\"\nthreshold = 2\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"5xx\"\ntenant = \"default\"\nservices = [\"checkout\"]\nkind = \"error_rate\"\nthreshold = 50\nmin_requests = 4\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"slow\"\ntenant = \"default\"\nkind = \"latency\"\nroute = \"/slow\"\nthreshold = 1000\nmin_requests = 3\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"new group\"\ntenant = \"default\"\nkind = \"new_error_group\"\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"back\"\ntenant = \"default\"\nkind = \"returning_error_group\"\nwindow_s = 3\nfor_s = 1\nquiet_s = 3\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"sqli\"\ntenant = \"default\"\nkind = \"security\"\nclasses = [\"sqli\"]\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"suspicious\"\ntenant = \"default\"\nkind = \"suspicious_ip\"\nthreshold = 50\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"billing silent\"\ntenant = \"default\"\nkind = \"silence\"\ngroup_by = \"service\"\nservices = [\"billing\"]\nwindow_s = 3\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"loss\"\ntenant = \"default\"\nkind = \"loss\"\nwindow_s = 6\nfor_s = 1\nchannels = [\"hook\"]\n";
     let collector = Collector::new(
         dir.path(),
         "collector",
@@ -161,6 +163,45 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["silenced"][0]["reason"], "maintenance");
+    // Read, replace, list, delete; names are unique per tenant.
+    let path = format!("/api/v1/alerts/rules/{silenced_id}");
+    let mut spec = json!({"name": "errors (silenced)", "tenant": "default", "kind": "count",
+        "query": "level:error", "threshold": 2, "window_s": 4, "for_s": 1, "channels": ["hook"]});
+    let r = http
+        .call(reqwest::Method::PUT, &path, Some(&admin), Some(&spec))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["for_s"], 1);
+    assert_eq!(http.get(&path, Some(&admin)).await.body["source"], "api");
+    let r = http.post("/api/v1/alerts/rules", Some(&admin), &spec).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    spec["name"] = json!("short-lived");
+    let r = http.post("/api/v1/alerts/rules", Some(&admin), &spec).await;
+    let doomed = format!(
+        "/api/v1/alerts/rules/{}",
+        r.body["id"].as_str().expect("id")
+    );
+    let r = http
+        .call(reqwest::Method::DELETE, &doomed, Some(&admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        http.get(&doomed, Some(&admin)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let listed = http.get("/api/v1/alerts/rules", Some(&admin)).await.body;
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        names.len(),
+        11,
+        "ten from the file and one from the API: {names:?}"
+    );
+    assert!(!names.contains(&"short-lived"));
     // Bad rules are refused with every problem named.
     let r = http
         .post(
@@ -299,10 +340,12 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     let h = history(&ch, ch_db);
     for rule in all {
         let e = events_of(&h, rule);
+        // Every kind goes pending (for_s), firing, resolved.
         let expect: &[&str] = match rule {
-            "errors" => &["pending", "firing", "resolved"],
-            "billing silent" => &["firing", "resolved", "firing"][..e.len().clamp(2, 3)],
-            _ => &["firing", "resolved"],
+            "billing silent" => {
+                &["pending", "firing", "resolved", "pending", "firing"][..e.len().clamp(3, 5)]
+            }
+            _ => &["pending", "firing", "resolved"],
         };
         assert_eq!(e, expect, "{rule}: {h:?}");
     }
@@ -415,6 +458,30 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     assert!(events
         .iter()
         .any(|e| e["event"] == "sent" && e["channel"] == "pd"));
+
+    // The same history over gRPC.
+    let mut grpc = QueryServiceClient::connect(collector.grpc_url())
+        .await
+        .expect("grpc");
+    let mut request = tonic::Request::new(AnalyticsRequest {
+        view: "alerts/history".into(),
+        last: "1h".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {admin}").parse().expect("ascii"),
+    );
+    let reply = grpc.analytics(request).await.expect("grpc").into_inner();
+    let over_grpc: Value = serde_json::from_str(&reply.json).expect("json");
+    let grpc_events = over_grpc["events"].as_array().expect("events");
+    assert!(
+        grpc_events.len() >= events.len(),
+        "the same history (and perhaps newer)"
+    );
+    assert!(grpc_events
+        .iter()
+        .any(|e| e["rule"] == "loss" && e["event"] == "firing"));
     drop(agent);
 }
 
