@@ -2,7 +2,10 @@
 //! queue (commit, cut into a batch, acknowledge).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use logferry_agent::config::{Format, SourceConfig};
+use logferry_agent::metrics::Metrics;
 use logferry_agent::queue::Queue;
+use logferry_agent::tail::count_lines;
 use logferry_agent::tail::framer::{Framer, Lines};
 use logferry_proto::{chunk, Chunk, RawLines};
 
@@ -40,6 +43,20 @@ fn framing(c: &mut Criterion) {
             total
         })
     });
+    // What the tailer adds per committed read: the metrics and, for JSON
+    // sources, the check that each line is a JSON object.
+    let mut framed = Lines::default();
+    Framer::new(1 << 20, false).feed(&data, &mut framed);
+    let metrics = Metrics::new();
+    for format in [Format::Json, Format::Text] {
+        let source = SourceConfig {
+            name: "app".into(),
+            format,
+            ..SourceConfig::default()
+        };
+        let name = format!("count 8 MiB of lines, {format:?} source");
+        g.bench_function(name, |b| b.iter(|| count_lines(&metrics, &source, &framed)));
+    }
     g.finish();
 }
 

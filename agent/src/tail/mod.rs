@@ -625,7 +625,7 @@ impl Tailer {
 
 /// Counts queued lines: their number and bytes, the cut ones, and for JSON
 /// sources those that are not JSON objects.
-fn count_lines(metrics: &Metrics, source: &SourceConfig, lines: &Lines) {
+pub fn count_lines(metrics: &Metrics, source: &SourceConfig, lines: &Lines) {
     let name = [source.name.as_str()];
     metrics
         .lines
