@@ -321,23 +321,15 @@ impl AlertsConfig {
             max_per_minute: self.sentry_forward_max_per_minute,
         });
         self.rules.push(RuleSpec {
-            name: SENTRY_FORWARD.into(),
-            tenant: crate::alerts::rules::EVERY_TENANT.into(),
-            services: Vec::new(),
-            kind: crate::alerts::rules::Kind::NewErrorGroup,
-            threshold: 0.0,
-            window_s: 300,
-            for_s: 0,
-            repeat_s: 0,
-            severity: crate::alerts::rules::Severity::Error,
             channels: vec![SENTRY_FORWARD.into()],
-            query: String::new(),
-            group_by: String::new(),
-            quantile: None,
-            route: String::new(),
-            min_requests: None,
-            classes: Vec::new(),
-            quiet_s: None,
+            ..RuleSpec::new(
+                SENTRY_FORWARD,
+                crate::alerts::rules::EVERY_TENANT,
+                crate::alerts::rules::Kind::NewErrorGroup,
+                0.0,
+                300,
+                crate::alerts::rules::Severity::Error,
+            )
         });
         self
     }

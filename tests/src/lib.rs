@@ -495,6 +495,15 @@ impl Agent {
     }
 }
 
+/// A `[[sources]]` table named `app` following `dir/*.log` as JSON lines,
+/// with `extra` keys.
+pub fn json_source(dir: &Path, extra: &str) -> String {
+    format!(
+        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\n{extra}",
+        dir.display()
+    )
+}
+
 /// Now, as RFC 3339 with microseconds (UTC), for log lines written now.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

@@ -32,6 +32,19 @@ fn channels(rx: &Receiver) -> String {
     )
 }
 
+/// The rules the first burst of lines makes fire.
+const BURST_RULES: [&str; 9] = [
+    "errors",
+    "logins",
+    "5xx",
+    "slow",
+    "new group",
+    "sqli",
+    "suspicious",
+    "billing silent",
+    "loss",
+];
+
 const ALERTS: &str = "[alerts]\ninterval_s = 1\nlease_ttl_s = 3\ndefault_rules = false\nbackoff_ms = 200\nmax_attempts = 4\n";
 
 fn append(path: &std::path::Path, lines: &[Value]) {
@@ -230,10 +243,7 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs dir");
     let app = logs.join("app.log");
-    let sources = format!(
-        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\nmax_line_bytes = 1000\n",
-        logs.display()
-    );
+    let sources = logferry_e2e::json_source(&logs, "max_line_bytes = 1000\n");
     let agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
 
     let mut burst = Vec::new();
@@ -262,18 +272,10 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     let burst_at = Instant::now();
 
     let ch_db = "alerts";
-    let firing = [
-        "errors",
-        "logins",
-        "5xx",
-        "slow",
-        "new group",
-        "sqli",
-        "suspicious",
-        "billing silent",
-        "loss",
-        "errors (silenced)",
-    ];
+    let firing: Vec<&str> = BURST_RULES
+        .into_iter()
+        .chain(["errors (silenced)"])
+        .collect();
     assert!(
         wait_until(Duration::from_secs(40), || {
             let h = history(&ch, ch_db);
@@ -312,18 +314,7 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
             line(json!({"service": "billing", "message": "invoice sent"})),
         ],
     );
-    let all = [
-        "errors",
-        "logins",
-        "5xx",
-        "slow",
-        "new group",
-        "sqli",
-        "suspicious",
-        "billing silent",
-        "loss",
-        "back",
-    ];
+    let all: Vec<&str> = BURST_RULES.into_iter().chain(["back"]).collect();
     // Billing falls silent again after its second line, so its rule may
     // fire a second time; every rule must have resolved once.
     assert!(
@@ -338,7 +329,7 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     // Let deliveries and any stray duplicates land.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let h = history(&ch, ch_db);
-    for rule in all {
+    for &rule in &all {
         let e = events_of(&h, rule);
         // Every kind goes pending (for_s), firing, resolved.
         let expect: &[&str] = match rule {
@@ -352,7 +343,7 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
 
     // Exactly one notification per firing and per resolution.
     let by = hooks(&rx);
-    for rule in all {
+    for &rule in &all {
         let e = events_of(&h, rule);
         for status in ["firing", "resolved"] {
             let n = e.iter().filter(|x| *x == status).count();
@@ -509,10 +500,7 @@ async fn two_collectors_notify_once_and_a_dead_evaluator_is_replaced() {
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs dir");
     let app = logs.join("app.log");
-    let sources = format!(
-        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\n",
-        logs.display()
-    );
+    let sources = logferry_e2e::json_source(&logs, "");
     let _agent = Agent::new(dir.path(), &[a.endpoint(), b.endpoint()], &sources, "");
     assert!(
         wait_until(Duration::from_secs(30), || {

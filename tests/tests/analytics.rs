@@ -275,10 +275,7 @@ async fn ship(stack: &Stack, tenant: &str, lines: &[String]) -> Agent {
     std::fs::create_dir_all(&logs).expect("logs dir");
     std::fs::write(logs.join("app.log"), lines.join("\n") + "\n").expect("log file");
     let (_, token_file) = stack.agent_token_file(tenant).await;
-    let sources = format!(
-        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\n",
-        logs.display()
-    );
+    let sources = logferry_e2e::json_source(&logs, "");
     Agent::with_forward(
         &dir,
         &[stack.collector.endpoint()],

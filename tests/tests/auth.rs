@@ -462,10 +462,7 @@ async fn agents_ship_with_credentials_into_their_tenant_and_tail_sees_lines_with
     std::fs::create_dir_all(&logs).expect("logs dir");
     let file = logs.join("app.log");
     std::fs::write(&file, format!("{}\n", seed_line("app.log", 0))).expect("log file");
-    let sources = format!(
-        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\n",
-        logs.display()
-    );
+    let sources = logferry_e2e::json_source(&logs, "");
 
     // Without a credential, the collector refuses the agent's batches.
     let bare_dir = stack.dir.path().join("bare");

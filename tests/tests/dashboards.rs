@@ -298,10 +298,7 @@ async fn every_panel_query_runs_against_the_real_schema() {
         );
     }
     std::fs::write(logs.join("app.log"), text).expect("log");
-    let sources = format!(
-        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\n",
-        logs.display()
-    );
+    let sources = logferry_e2e::json_source(&logs, "");
     let agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
     assert!(
         wait_until(Duration::from_secs(60), || ch

@@ -195,10 +195,7 @@ fn bad_input_is_kept_marked_and_never_crashes_the_agent() {
     std::fs::create_dir(&logs).expect("logs");
     let ch = ClickHouse::start();
     let collector = Collector::new(dir.path(), "collector", &ch, "bad", "");
-    let sources = format!(
-        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\n",
-        logs.display()
-    );
+    let sources = logferry_e2e::json_source(&logs, "");
     let mut agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
 
     // Binary garbage: 50 lines of bytes that are not UTF-8.

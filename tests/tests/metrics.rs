@@ -62,10 +62,7 @@ async fn both_programs_metrics_count_what_was_shipped_and_pass_promtool() {
     std::fs::create_dir_all(&logs).expect("logs dir");
     let lines: String = (0..300).map(|n| seed_line("app.log", n) + "\n").collect();
     std::fs::write(logs.join("app.log"), lines).expect("log file");
-    let sources = format!(
-        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\n",
-        logs.display()
-    );
+    let sources = logferry_e2e::json_source(&logs, "");
     let agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
     assert!(
         wait_until(Duration::from_secs(60), || ch

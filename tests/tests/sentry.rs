@@ -131,10 +131,7 @@ async fn both_programs_report_panics_and_the_collector_forwards_new_error_groups
     })
     .collect();
     std::fs::write(logs.join("app.log"), lines).expect("log");
-    let sources = format!(
-        "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nformat = \"json\"\n",
-        logs.display()
-    );
+    let sources = logferry_e2e::json_source(&logs, "");
     let _agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
     assert!(
         wait_until(Duration::from_secs(30), || sentry

@@ -136,6 +136,36 @@ pub const CLASSES: &[&str] = &[
 ];
 
 impl RuleSpec {
+    /// A rule with no optional part set (notified once, to every channel).
+    pub fn new(
+        name: &str,
+        tenant: &str,
+        kind: Kind,
+        threshold: f64,
+        window_s: u64,
+        severity: Severity,
+    ) -> RuleSpec {
+        RuleSpec {
+            name: name.into(),
+            tenant: tenant.into(),
+            services: Vec::new(),
+            kind,
+            threshold,
+            window_s,
+            for_s: 0,
+            repeat_s: 0,
+            severity,
+            channels: Vec::new(),
+            query: String::new(),
+            group_by: String::new(),
+            quantile: None,
+            route: String::new(),
+            min_requests: None,
+            classes: Vec::new(),
+            quiet_s: None,
+        }
+    }
+
     pub fn quantile(&self) -> f64 {
         self.quantile.unwrap_or(0.95)
     }
@@ -289,23 +319,8 @@ impl RuleSpec {
 /// security events (any attack request).
 pub fn defaults() -> Vec<RuleSpec> {
     let base = |name: &str, kind: Kind, threshold: f64, window_s: u64, severity| RuleSpec {
-        name: name.into(),
-        tenant: EVERY_TENANT.into(),
-        services: Vec::new(),
-        kind,
-        threshold,
-        window_s,
-        for_s: 0,
         repeat_s: 3600,
-        severity,
-        channels: Vec::new(),
-        query: String::new(),
-        group_by: String::new(),
-        quantile: None,
-        route: String::new(),
-        min_requests: None,
-        classes: Vec::new(),
-        quiet_s: None,
+        ..RuleSpec::new(name, EVERY_TENANT, kind, threshold, window_s, severity)
     };
     vec![
         RuleSpec {

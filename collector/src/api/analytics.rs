@@ -1182,7 +1182,7 @@ impl Service {
                     severity: r.severity,
                     summary: r.summary,
                     value: r.value,
-                    since: rfc(r.since_s),
+                    since: rfc(u64::from(r.since)),
                 })
                 .collect(),
         })

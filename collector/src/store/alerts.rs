@@ -144,6 +144,27 @@ impl Store {
         self.insert_one("alert_silences", row).await
     }
 
+    /// Alerts firing or pending within `scope`, the latest first.
+    pub async fn firing_alerts(
+        &self,
+        scope: &Sql,
+        limits: ReadLimits,
+    ) -> Result<Vec<StateRow>, StoreError> {
+        let filter = if scope.text.is_empty() {
+            "1"
+        } else {
+            &scope.text
+        };
+        let sql = format!(
+            "SELECT ?fields FROM alert_states FINAL WHERE {filter} AND state IN ('firing', 'pending') \
+             ORDER BY since DESC, rule"
+        );
+        Ok(scope
+            .bind_to(self.limited(&sql, limits))
+            .fetch_all()
+            .await?)
+    }
+
     /// Every stored alert state that is not inactive.
     pub async fn alert_states(&self) -> Result<Vec<StateRow>, StoreError> {
         Ok(self

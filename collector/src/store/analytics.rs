@@ -205,19 +205,6 @@ pub struct Storage {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct AlertState {
-    pub tenant: String,
-    pub rule_id: String,
-    pub rule: String,
-    pub group_key: String,
-    pub state: String,
-    pub severity: String,
-    pub summary: String,
-    pub value: f64,
-    pub since_s: u64,
-}
-
 /// Failed authentication: a refusal on a login-like route, or an event
 /// that says so.
 /// Event types that say an authentication failed.
@@ -590,15 +577,5 @@ impl Store {
         rows.into_iter()
             .next()
             .ok_or_else(|| StoreError::Decode("no storage row".into()))
-    }
-
-    pub async fn firing_alerts(
-        &self,
-        scope: &Sql,
-        limits: ReadLimits,
-    ) -> Result<Vec<AlertState>, StoreError> {
-        let sql = "SELECT tenant, rule_id, rule, group_key, state, severity, summary, value, toUInt32(since) AS since_s \
-             FROM alert_states FINAL WHERE {w} AND state IN ('firing', 'pending') ORDER BY since_s DESC, rule";
-        self.json_rows(sql, &[scope], limits).await
     }
 }
