@@ -168,6 +168,45 @@ async fn authorization_matrix() {
             None,
             "global",
         ),
+        (Method::GET, "/api/v1/alerts/rules", None, "read"),
+        (
+            Method::GET,
+            "/api/v1/alerts/rules/nonexistent",
+            None,
+            "read",
+        ),
+        (Method::GET, "/api/v1/logs/alerts/active", None, "read"),
+        (Method::GET, "/api/v1/logs/alerts/history", None, "read"),
+        (
+            Method::POST,
+            "/api/v1/alerts/rules",
+            Some(json!({"name": "", "tenant": "acme", "kind": "count"})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/alerts/rules/nonexistent",
+            Some(json!({"name": "r", "tenant": "acme", "kind": "count"})),
+            "admin",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/alerts/rules/nonexistent",
+            None,
+            "admin",
+        ),
+        (
+            Method::POST,
+            "/api/v1/alerts/rules/nonexistent/silence",
+            Some(json!({"for": "1h"})),
+            "admin",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/alerts/rules/nonexistent/silence",
+            None,
+            "admin",
+        ),
     ];
     for (method, path, body, who) in &endpoints {
         for (caller, token) in &callers {
@@ -207,6 +246,56 @@ async fn authorization_matrix() {
             }
         }
     }
+
+    // Alert rules: an admin of acme manages acme's rules only; rules for
+    // every tenant need an admin of all; analysts see their tenants' rules.
+    let rule = |tenant: &str| {
+        json!({"name": format!("errors of {tenant}"), "tenant": tenant, "kind": "count",
+               "query": "level:error", "threshold": 3})
+    };
+    let r = http
+        .post("/api/v1/alerts/rules", Some(&ada), &rule("globex"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = http
+        .post("/api/v1/alerts/rules", Some(&ada), &rule("*"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = http
+        .post("/api/v1/alerts/rules", Some(&ada), &rule("acme"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = http
+        .post("/api/v1/alerts/rules", Some(&admin), &rule("globex"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let globex_rule = r.body["id"].as_str().expect("id").to_string();
+    let r = http
+        .post(
+            &format!("/api/v1/alerts/rules/{globex_rule}/silence"),
+            Some(&ada),
+            &json!({"for": "1h"}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "another tenant's rule does not exist for ada"
+    );
+    let names = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .expect("rules")
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(String::from))
+            .collect()
+    };
+    let seen = names(&http.get("/api/v1/alerts/rules", Some(&ana)).await.body);
+    assert!(seen.contains(&"errors of acme".to_string()), "{seen:?}");
+    assert!(
+        seen.contains(&"errors".to_string()),
+        "the defaults: {seen:?}"
+    );
+    assert!(!seen.contains(&"errors of globex".to_string()), "{seen:?}");
 
     // The same callers on the gRPC QueryService: UNAUTHENTICATED,
     // PERMISSION_DENIED or an answer without the other tenant's rows.

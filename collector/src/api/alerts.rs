@@ -140,6 +140,7 @@ impl Service {
     }
 
     fn check_spec(&self, p: &Principal, spec: &mut RuleSpec) -> Result<(), ApiError> {
+        p.require_admin()?;
         if spec.tenant.is_empty() {
             if let Scope::Tenants(t) = &p.scope {
                 if let [only] = t.as_slice() {
@@ -192,6 +193,7 @@ impl Service {
     }
 
     async fn api_rule(&self, p: &Principal, id: &str) -> Result<RuleInfo, ApiError> {
+        p.require_admin()?;
         let existing = self.get_rule(p, id).await?;
         if existing.rule.source != Source::Api {
             return Err(ApiError::Conflict(format!(
@@ -254,6 +256,7 @@ impl Service {
         id: &str,
         req: SilenceRequest,
     ) -> Result<RuleInfo, ApiError> {
+        p.require_admin()?;
         let rule = self.get_rule(p, id).await?.rule;
         let span = if req.duration.is_empty() {
             Duration::ZERO
