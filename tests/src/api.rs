@@ -358,3 +358,55 @@ pub fn quantile_ms(sorted: &[std::time::Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
+
+const DAY_S: u64 = 86_400;
+
+/// Fills `stack`'s database with `rows` rows over the last 24 hours, made
+/// inside ClickHouse (`INSERT … SELECT FROM numbers`) with the columns
+/// ingest stamps filled as it would: tenants acme (9 in 10) and globex, 200
+/// error patterns (registered in `patterns`), 40 routes, one request in 20
+/// failing, 5,000 users, failed logins, attack classes, scanners and bots.
+/// The parts are merged at the end.
+pub fn fill_bench_logs(stack: &Stack, rows: u64) -> anyhow::Result<()> {
+    let db = &stack.database;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let start = now_s - DAY_S;
+
+    let step = DAY_S * 1_000_000_000 / rows;
+    let insert = format!(
+        "INSERT INTO {db}.logs (tenant, timestamp, time_unix_nano, observed_unix_nano, severity_number, severity_text, \
+         service, host, environment, body, request_id, http_method, http_path, http_route, http_status, duration_ms, \
+         client_ip, user_agent, user_id, event_type, module, function, attr_keys, attr_values, agent_id, seq, \
+         pattern_id, security_class, security_rules) \
+         SELECT if(number % 10 = 9, 'globex', 'acme'), toDateTime(intDiv(t, 1000000000)), t, t + 2000000, \
+           if(number % 20 = 0, 17, 9), if(number % 20 = 0, 'ERROR', 'INFO'), \
+           ['api', 'checkout', 'search', 'auth', 'billing', 'catalog', 'cart', 'web'][intDiv(number, 3) % 8 + 1], \
+           concat('host-', toString(number % 20)), if(number % 3 = 0, 'staging', 'prod'), \
+           if(number % 20 = 0, concat('upstream timeout ', toString(number % 200), ' after ', toString(number % 3000), ' ms'), \
+              concat('API call: GET /api/v1/r', toString(number % 40), '/', toString(number % 10000))), \
+           concat('req-', toString(intDiv(number, 2))), \
+           ['GET', 'POST', 'PUT', 'DELETE'][number % 4 + 1], \
+           concat('/api/v1/r', toString(number % 40), '/', toString(number % 10000)), \
+           if(number % 97 = 5, '/api/v1/auth/login', concat('/api/v1/r', toString(number % 40), '/{{id}}')), \
+           if(number % 97 = 5, 401, if(number % 20 = 0, 500, if(number % 50 = 1, 404, if(number % 211 = 3, 429, 200)))), \
+           (number % 2000) / 2, concat('10.0.', toString(number % 250), '.', toString(number % 200)), \
+           if(number % 101 = 7, 'curl/8.5.0', 'Mozilla/5.0 (X11; Linux x86_64)'), \
+           concat('user-', toString(number % 5000)), 'api_performance', 'handlers', 'dispatch', \
+           if(number % 20 = 0, ['exception.type'], emptyArrayString()), if(number % 20 = 0, [['TimeoutError', 'ValueError'][number % 2 + 1]], emptyArrayString()), \
+           concat('bench-agent-', toString(number % 4)), number, \
+           if(number % 20 = 0, number % 200, 1000 + number % 40), \
+           multiIf(number % 997 = 11, 'sqli', number % 991 = 13, 'xss', number % 983 = 17, 'scanner', number % 101 = 7, 'bot', 'benign'), \
+           if(number % 997 = 11, ['sqli_tautology'], emptyArrayString()) \
+         FROM (SELECT number, {start} * 1000000000 + number * {step} AS t FROM numbers({rows}))"
+    );
+    stack.ch.query(&insert);
+    stack.ch.query(&format!(
+        "INSERT INTO {db}.patterns SELECT tenant, number AS pattern_id, \
+         concat('upstream timeout ', toString(number), ' after <*> ms'), toDateTime({start} - 3600), 'bench' \
+         FROM numbers(200) ARRAY JOIN ['acme', 'globex'] AS tenant"
+    ));
+    stack.ch.query(&format!("OPTIMIZE TABLE {db}.logs FINAL"));
+    Ok(())
+}
