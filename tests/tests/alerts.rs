@@ -128,9 +128,12 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     let rx = Receiver::start().await;
     // The first webhook delivery fails: it is retried.
     rx.fail_first("/hook", 1);
+    // A receiver that always fails: each delivery gives up after
+    // max_attempts, recorded as failed.
+    rx.fail_first("/dead", usize::MAX);
     let rules = "\
 [[alerts.rules]]\nname = \"errors\"\ntenant = \"default\"\nkind = \"count\"\nquery = \"level:error\"\nthreshold = 2\nwindow_s = 4\nfor_s = 2\nchannels = [\"hook\", \"slack\", \"pd\", \"sentry\"]\n\
-[[alerts.rules]]\nname = \"logins\"\ntenant = \"default\"\nkind = \"failed_logins\"\ngroup_by = \"client_ip\"\nthreshold = 2\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"logins\"\ntenant = \"default\"\nkind = \"failed_logins\"\ngroup_by = \"client_ip\"\nthreshold = 2\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\", \"dead\"]\n\
 [[alerts.rules]]\nname = \"5xx\"\ntenant = \"default\"\nservices = [\"checkout\"]\nkind = \"error_rate\"\nthreshold = 50\nmin_requests = 4\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
 [[alerts.rules]]\nname = \"slow\"\ntenant = \"default\"\nkind = \"latency\"\nroute = \"/slow\"\nthreshold = 1000\nmin_requests = 3\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
 [[alerts.rules]]\nname = \"new group\"\ntenant = \"default\"\nkind = \"new_error_group\"\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
@@ -139,12 +142,16 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
 [[alerts.rules]]\nname = \"suspicious\"\ntenant = \"default\"\nkind = \"suspicious_ip\"\nthreshold = 50\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
 [[alerts.rules]]\nname = \"billing silent\"\ntenant = \"default\"\nkind = \"silence\"\ngroup_by = \"service\"\nservices = [\"billing\"]\nwindow_s = 3\nfor_s = 1\nchannels = [\"hook\"]\n\
 [[alerts.rules]]\nname = \"loss\"\ntenant = \"default\"\nkind = \"loss\"\nwindow_s = 6\nfor_s = 1\nchannels = [\"hook\"]\n";
+    let dead = format!(
+        "[[alerts.channels]]\nname = \"dead\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+        rx.url("/dead")
+    );
     let collector = Collector::new(
         dir.path(),
         "collector",
         &ch,
         "alerts",
-        &format!("{ALERTS}{}{rules}", channels(&rx)),
+        &format!("{ALERTS}{}{dead}{rules}", channels(&rx)),
     );
     let http = Http::new(&collector.http_url());
     logferry_e2e::api::wait_ready(&http).await;
@@ -423,6 +430,14 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
         "SELECT max(attempts) FROM {ch_db}.alert_history WHERE event = 'sent' AND channel = 'hook'"
     ));
     assert_eq!(attempts.trim(), "2");
+    // The dead receiver: firing and resolution each failed after 4 attempts.
+    let failed = ch.query(&format!(
+        "SELECT count(), min(attempts), max(attempts), any(error) FROM {ch_db}.alert_history \
+         WHERE event = 'failed' AND channel = 'dead' FORMAT TSV"
+    ));
+    let failed: Vec<&str> = failed.trim().split('\t').collect();
+    assert_eq!(failed[..3], ["2", "4", "4"], "{failed:?}");
+    assert!(failed[3].contains("500"), "the error says why: {failed:?}");
     let metrics = reqwest::get(format!("{}/metrics", collector.http_url()))
         .await
         .expect("metrics")
@@ -431,11 +446,17 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
         .expect("text");
     assert!(
         metrics.contains(
-            "logferry_collector_alerts_notification_retries_total{channel=\"webhook\"} 1"
+            "logferry_collector_alerts_notification_retries_total{channel=\"webhook\"} 7"
         ),
         "{metrics}"
     );
     assert!(metrics.contains("logferry_collector_alerts_evaluator 1"));
+    assert!(
+        metrics.contains(
+            "logferry_collector_alerts_notifications_total{channel=\"webhook\",outcome=\"failed\"} 2"
+        ),
+        "{metrics}"
+    );
 
     // The history endpoint, over HTTP.
     let r = http
