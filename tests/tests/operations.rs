@@ -64,11 +64,18 @@ fn retention_drops_day_partitions_older_than_configured() {
     assert!(wait_until(Duration::from_secs(30), || ch
         .try_query("SELECT count() FROM ret.logs")
         .is_ok()));
-    // Rows 10 days old, 1 day old and from today.
+    // Rows 10 days old, 1 day old and from today; alert history and agent
+    // reports 70 days old (month partitions, kept a month past the logs)
+    // and from today.
     ch.query(
         "INSERT INTO ret.logs (tenant, timestamp, body) VALUES \
          ('default', now() - 10 * 86400, 'old'), ('default', now() - 86400, 'recent'), ('default', now(), 'today')",
     );
+    for table in ["alert_history", "agent_reports"] {
+        ch.query(&format!(
+            "INSERT INTO ret.{table} (tenant, time) VALUES ('old', now() - 70 * 86400), ('new', now())"
+        ));
+    }
     let dropped = wait_until(Duration::from_secs(30), || {
         ch.count("SELECT count() FROM ret.logs WHERE body = 'old'") == 0
     });
@@ -78,6 +85,15 @@ fn retention_drops_day_partitions_older_than_configured() {
         2,
         "newer partitions stay"
     );
+    for table in ["alert_history", "agent_reports"] {
+        assert!(
+            wait_until(Duration::from_secs(10), || ch.count(&format!(
+                "SELECT count() FROM ret.{table} WHERE tenant = 'old'"
+            )) == 0),
+            "{table}: old months are dropped"
+        );
+        assert_eq!(ch.count(&format!("SELECT count() FROM ret.{table}")), 1);
+    }
 }
 
 #[test]

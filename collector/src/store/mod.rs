@@ -301,7 +301,8 @@ impl Store {
     }
 
     /// Drops day partitions of `logs` (and month partitions of the ledger,
-    /// the attribute catalogue and security events) older than `days`. Returns the partitions dropped.
+    /// the attribute catalogue, security events, the alert history and the
+    /// agents' reports) older than `days`. Returns the partitions dropped.
     pub async fn apply_retention(&self, days: u32) -> Result<Vec<String>, StoreError> {
         let cutoff = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
         let day: u32 = cutoff.format("%Y%m%d").to_string().parse().expect("digits");
@@ -309,7 +310,7 @@ impl Store {
         let month = months(day / 100);
         let parts: Vec<(String, String)> = self
             .client
-            .query("SELECT DISTINCT table, partition FROM system.parts WHERE database = ? AND active AND table IN ('logs', 'ingest_batches', 'attr_catalogue', 'security_events')")
+            .query("SELECT DISTINCT table, partition FROM system.parts WHERE database = ? AND active AND table IN ('logs', 'ingest_batches', 'attr_catalogue', 'security_events', 'alert_history', 'agent_reports')")
             .bind(&self.database)
             .fetch_all()
             .await?;
