@@ -296,6 +296,20 @@ async fn authorization_matrix() {
         "the defaults: {seen:?}"
     );
     assert!(!seen.contains(&"errors of globex".to_string()), "{seen:?}");
+    // A silence of a rule for every tenant, for globex, is globex's business.
+    let r = http
+        .post(
+            "/api/v1/alerts/rules/default-errors/silence",
+            Some(&admin),
+            &json!({"for": "1h", "tenant": "globex", "reason": "globex maintenance"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["silenced"][0]["tenant"], "globex");
+    let r = http
+        .get("/api/v1/alerts/rules/default-errors", Some(&ana))
+        .await;
+    assert_eq!(r.body["silenced"], json!([]), "{}", r.body);
 
     // The same callers on the gRPC QueryService: UNAUTHENTICATED,
     // PERMISSION_DENIED or an answer without the other tenant's rows.

@@ -98,16 +98,20 @@ fn visible(p: &Principal, tenant: &str) -> bool {
 }
 
 impl Service {
-    async fn rule_infos(&self) -> Result<Vec<RuleInfo>, ApiError> {
+    /// The rules `p` may see (their tenants' and every tenant's), each with
+    /// the silences `p` may see.
+    async fn rule_infos(&self, p: &Principal) -> Result<Vec<RuleInfo>, ApiError> {
+        p.require_reader()?;
         let store = self.store()?;
         let rules = self.alerts.rules(&store).await?;
         let silences = store.silences().await?;
         Ok(rules
             .into_iter()
+            .filter(|r| visible(p, &r.spec.tenant))
             .map(|rule| RuleInfo {
                 silenced: silences
                     .iter()
-                    .filter(|s| s.rule_id == rule.id)
+                    .filter(|s| s.rule_id == rule.id && visible(p, &s.tenant))
                     .map(|s| SilenceInfo {
                         tenant: s.tenant.clone(),
                         until: rfc(u64::from(s.until)),
@@ -121,21 +125,14 @@ impl Service {
     }
 
     pub async fn list_rules(&self, p: &Principal) -> Result<Vec<RuleInfo>, ApiError> {
-        p.require_reader()?;
-        Ok(self
-            .rule_infos()
-            .await?
-            .into_iter()
-            .filter(|r| visible(p, &r.rule.spec.tenant))
-            .collect())
+        self.rule_infos(p).await
     }
 
     pub async fn get_rule(&self, p: &Principal, id: &str) -> Result<RuleInfo, ApiError> {
-        p.require_reader()?;
-        self.rule_infos()
+        self.rule_infos(p)
             .await?
             .into_iter()
-            .find(|r| r.rule.id == id && visible(p, &r.rule.spec.tenant))
+            .find(|r| r.rule.id == id)
             .ok_or_else(|| ApiError::NotFound(format!("no alert rule `{id}`")))
     }
 
@@ -249,7 +246,7 @@ impl Service {
         Ok(self.store()?.put_alert_rule(&row).await?)
     }
 
-    /// Silences a rule for `req.duration` (`None`: ends its silence).
+    /// Silences a rule for `req.duration` (empty: ends its silence).
     pub async fn silence_rule(
         &self,
         p: &Principal,
