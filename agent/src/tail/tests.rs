@@ -109,6 +109,15 @@ impl Harness {
         }
     }
 
+    /// Truncates a file to nothing, as copytruncate's second step does.
+    fn truncate(&self, name: &str) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.path(name))
+            .and_then(|f| f.set_len(0))
+            .expect("truncate");
+    }
+
     fn append(&self, name: &str, text: &str) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -190,8 +199,7 @@ proptest! {
                     written.push("line after the last read".into());
                     if read_before > 0 {
                         std::fs::copy(h.path("f1.log"), h.path(&format!("f1.log.{rotations}"))).expect("copy");
-                        std::fs::OpenOptions::new().write(true).open(h.path("f1.log"))
-                            .and_then(|f| f.set_len(0)).expect("truncate");
+                        h.truncate("f1.log");
                     }
                 }
                 Op::Delete => {
@@ -303,11 +311,7 @@ fn copytruncate_recovers_unread_lines_from_the_copy() {
     h.settle();
     h.append("a.log", "two\n");
     std::fs::copy(h.path("a.log"), h.path("a.log.1")).expect("copy");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(h.path("a.log"))
-        .and_then(|f| f.set_len(0))
-        .expect("truncate");
+    h.truncate("a.log");
     h.settle();
     assert_eq!(h.delivered, vec!["one", "two"]);
     h.append("a.log", "three\n");
@@ -377,11 +381,7 @@ fn metrics_count_lines_cuts_parse_errors_and_what_a_truncation_lost() {
         5100 - 4096,
         "how far behind the file the agent is"
     );
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(h.path("a.log"))
-        .and_then(|f| f.set_len(0))
-        .expect("truncate");
+    h.truncate("a.log");
     h.settle();
     assert_eq!(m.truncations.with_label_values(&app).get(), 1);
     assert_eq!(
