@@ -10,15 +10,17 @@ use logferry_e2e::receiver::{Received, Receiver};
 use logferry_e2e::{bin, wait_until, write_config, Agent, ClickHouse, Collector, TempDir};
 use serde_json::Value;
 
-/// The event of an envelope: its three lines are the envelope header,
-/// the item header and the event.
+/// The event of an envelope, which Sentry's own parser (sentry-types)
+/// must accept, as JSON.
 fn event(r: &Received) -> Value {
-    let text = String::from_utf8_lossy(&r.body).into_owned();
-    let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.len() >= 3, "an envelope: {text}");
-    let item: Value = serde_json::from_str(lines[1]).expect("item header");
-    assert_eq!(item["type"], "event", "{text}");
-    serde_json::from_str(lines[2]).expect("event")
+    let envelope = sentry::Envelope::from_slice(&r.body).unwrap_or_else(|e| {
+        panic!(
+            "not a Sentry envelope ({e}): {}",
+            String::from_utf8_lossy(&r.body)
+        )
+    });
+    let event = envelope.event().expect("the envelope holds an event");
+    serde_json::to_value(event).expect("event JSON")
 }
 
 fn sentry_test(program: &str, config: &std::path::Path, dsn: &str) -> std::process::Output {
