@@ -275,6 +275,9 @@ impl Evaluator {
         let mut history: Vec<HistoryRow> = Vec::new();
         let mut notices: Vec<(Notification, Vec<String>, bool)> = Vec::new();
         let mut failed = 0usize;
+        // Alerts firing after this round, counted as they are stepped.
+        let mut firing = 0usize;
+        let is_firing = |s: &StateRow| s.state == State::Firing.as_str();
         for rule in &rules {
             let tenants: BTreeSet<String> = if rule.spec.tenant == EVERY_TENANT {
                 if active_tenants.is_none() {
@@ -300,7 +303,11 @@ impl Evaluator {
                         failed += 1;
                         warn!(rule = %rule.id, tenant = %tenant, error = format!("{e:#}"), "cannot evaluate alert rule");
                         // Its alerts keep their states until it can be read.
-                        states.retain(|k, _| !(k.0 == tenant && k.1 == rule.id));
+                        states.retain(|k, s| {
+                            let kept = k.0 == tenant && k.1 == rule.id;
+                            firing += usize::from(kept && is_firing(s));
+                            !kept
+                        });
                         continue;
                     }
                 };
@@ -331,7 +338,11 @@ impl Evaluator {
                         now_s,
                         timing,
                     );
-                    let Some(next) = next else { continue };
+                    let Some(next) = next else {
+                        firing += usize::from(prev.as_ref().is_some_and(|p| is_firing(&p.1)));
+                        continue;
+                    };
+                    firing += usize::from(next.state == State::Firing);
                     let summary = match observed {
                         Some(o) => summary(&rule.spec, &key, o.value),
                         None => prev
@@ -393,12 +404,6 @@ impl Evaluator {
         for (n, channels, silenced) in notices {
             self.notifier.send(n, &channels, silenced);
         }
-        let firing = store
-            .alert_states()
-            .await?
-            .iter()
-            .filter(|s| s.state == State::Firing.as_str())
-            .count();
         self.metrics.alerts_firing.set(firing as i64);
         if failed > 0 {
             anyhow::bail!("{failed} rule evaluations failed (see above)");

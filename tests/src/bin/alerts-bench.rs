@@ -75,5 +75,17 @@ async fn main() -> anyhow::Result<()> {
         failed - failed0
     );
     println!("firing after the rounds (rule, alerts):\n{firing}");
+    let gauge = std::process::Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", evaluator.http_url())])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("logferry_collector_alerts_firing ")
+                .map(String::from)
+        })
+        .unwrap_or_default();
+    println!("logferry_collector_alerts_firing {gauge}");
     Ok(())
 }
