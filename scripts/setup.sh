@@ -11,8 +11,20 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v curl >/dev/null || need+=(curl)
 # promtool checks the collector's /metrics in the tests.
 command -v promtool >/dev/null || need+=(prometheus)
-# RocksDB's bindings are generated with bindgen, which needs libclang.
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+# RocksDB's bindings are generated with bindgen, whose clang-sys loads
+# `libclang.so` or `libclang-N.so` (unversioned). The stock image has only
+# `libclang-cpp.so.14`, which does not count; libclang-dev brings the real one.
+have_libclang() {
+  local d
+  [ -n "${LIBCLANG_PATH:-}" ] && compgen -G "$LIBCLANG_PATH/libclang*.so" >/dev/null && return 0
+  for d in /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
+    [ -e "$d/libclang.so" ] && return 0
+    compgen -G "$d/libclang-[0-9]*.so" >/dev/null && return 0
+  done
+  return 1
+}
+have_libclang || need+=(libclang-dev)
+command -v npm >/dev/null || need+=(npm)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   sudo=""
@@ -21,11 +33,12 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
-  [ -x "$HOME/.cargo/bin/cargo" ] || {
-    echo "setup: installing Rust with rustup"
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
-  }
-  export PATH="$HOME/.cargo/bin:$PATH"
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "setup: no Rust toolchain: install Rust stable (1.91 or newer) with rustup, then run this again" >&2
+    exit 1
+  fi
 fi
 # Keep build artefacts outside the clone so that a fresh clone reuses them
 # (RocksDB's C++ alone takes minutes); override to build elsewhere.

@@ -14,8 +14,10 @@ export LOGFERRY_GEOIP_MMDB="$geoip_dir/$geoip_version/geolite2-country.mmdb"
 if [ ! -s "$LOGFERRY_GEOIP_MMDB" ]; then
   echo "== fetching the GeoLite2 country database ($geoip_version)"
   mkdir -p "$geoip_dir/$geoip_version"
-  curl -fsSL "https://registry.npmjs.org/@ip-location-db/geolite2-country-mmdb/-/geolite2-country-mmdb-$geoip_version.tgz" \
-    | tar -xz -C "$geoip_dir/$geoip_version" --strip-components=1 package/geolite2-country.mmdb
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "@ip-location-db/geolite2-country-mmdb@$geoip_version" >/dev/null)
+  tar -xzf "$tmp"/*.tgz -C "$geoip_dir/$geoip_version" --strip-components=1 package/geolite2-country.mmdb
+  rm -rf "$tmp"
 fi
 
 # The workplace's real log samples and labelled requests, for the quality
