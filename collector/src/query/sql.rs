@@ -40,7 +40,10 @@ impl Sql {
         }
     }
 
-    /// All parts, ANDed; empty parts are skipped.
+    /// All parts, ANDed; empty parts are skipped. Every part is bracketed,
+    /// a lone one too, so the result can be placed next to any other
+    /// condition as text (`… AND {text}`) without an `OR` inside it
+    /// reaching out.
     pub fn and(parts: Vec<Sql>) -> Sql {
         join(parts, " AND ")
     }
@@ -59,9 +62,6 @@ impl Sql {
 
 fn join(parts: Vec<Sql>, sep: &str) -> Sql {
     let parts: Vec<Sql> = parts.into_iter().filter(|p| !p.text.is_empty()).collect();
-    if parts.len() == 1 {
-        return parts.into_iter().next().expect("one part");
-    }
     let mut out = Sql::default();
     for (i, p) in parts.into_iter().enumerate() {
         if i > 0 {

@@ -180,6 +180,9 @@ pub struct ClassCount {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AgentSeen {
     pub key: String,
+    /// Read back as `agent_host`: an alias named `host` would stand for
+    /// the aggregate in the window's `host = ?` filter too.
+    #[serde(rename = "agent_host")]
     pub host: String,
     pub records: u64,
     pub last_s: u64,
@@ -238,6 +241,23 @@ const NOTEWORTHY: &str = concat!(
 
 const ATTACK: &str = "security_class IN ('sqli', 'xss', 'path_traversal', 'cmd_injection')";
 
+/// `sql` with each `{w}` replaced by the next of `parts`, bracketed, so
+/// that a part's `OR` can never reach past it (a rule's query `a OR b`
+/// next to the tenant scope must stay `scope AND (a OR b)`). An empty part
+/// is `1`.
+fn splice(sql: &str, parts: &[&Sql]) -> String {
+    let mut text = sql.to_string();
+    for part in parts {
+        let fragment = if part.text.is_empty() {
+            "1".to_string()
+        } else {
+            format!("({})", part.text)
+        };
+        text = text.replacen("{w}", &fragment, 1);
+    }
+    text
+}
+
 impl Store {
     /// Runs `sql` with each `{w}` replaced by the next of `parts` (with
     /// its bound values, in order) and reads `JSONEachRow`.
@@ -247,18 +267,7 @@ impl Store {
         parts: &[&Sql],
         limits: ReadLimits,
     ) -> Result<Vec<T>, StoreError> {
-        let mut text = sql.to_string();
-        for part in parts {
-            text = text.replacen(
-                "{w}",
-                if part.text.is_empty() {
-                    "1"
-                } else {
-                    &part.text
-                },
-                1,
-            );
-        }
+        let text = splice(sql, parts);
         debug_assert!(!text.contains("{w}"), "a `{{w}}` without its filter");
         // The crate binds values to `?` in order: no other `?` may appear.
         let query = parts
@@ -560,22 +569,69 @@ impl Store {
         w: &Window,
         limits: ReadLimits,
     ) -> Result<Vec<AgentSeen>, StoreError> {
-        let sql = "SELECT agent_id AS key, any(host) AS host, count() AS records, toUInt32(max(timestamp)) AS last_s, \
+        let sql = "SELECT agent_id AS key, any(host) AS agent_host, count() AS records, toUInt32(max(timestamp)) AS last_s, \
              avg(toInt64(observed_unix_nano) - toInt64(time_unix_nano)) / 1000000 AS lag_ms \
              FROM logs WHERE {w} GROUP BY key ORDER BY last_s DESC, key LIMIT 1000";
         self.json_rows(sql, &[&w.filter()], limits).await
     }
 
-    pub async fn storage(&self, limits: ReadLimits) -> Result<Storage, StoreError> {
+    /// Rows and bytes on disk of the database, or, for a caller scoped to
+    /// some tenants (`tenants` not empty), their rows of `logs` and their
+    /// share of its bytes (in proportion to rows): never the totals of
+    /// tenants the caller cannot see.
+    pub async fn storage(&self, tenants: &Sql, limits: ReadLimits) -> Result<Storage, StoreError> {
         let db = Sql::new(
             "database = ? AND active",
             vec![Value::Str(self.database.clone())],
         );
-        let sql =
-            "SELECT sum(rows) AS rows, sum(bytes_on_disk) AS bytes FROM system.parts WHERE {w}";
-        let rows: Vec<Storage> = self.json_rows(sql, &[&db], limits).await?;
-        rows.into_iter()
-            .next()
-            .ok_or_else(|| StoreError::Decode("no storage row".into()))
+        let one = |rows: Vec<Storage>| {
+            rows.into_iter()
+                .next()
+                .ok_or_else(|| StoreError::Decode("no storage row".into()))
+        };
+        if tenants.text.is_empty() {
+            let sql =
+                "SELECT sum(rows) AS rows, sum(bytes_on_disk) AS bytes FROM system.parts WHERE {w}";
+            return one(self.json_rows(sql, &[&db], limits).await?);
+        }
+        let logs = Sql::new(
+            "database = ? AND table = 'logs' AND active",
+            vec![Value::Str(self.database.clone())],
+        );
+        #[derive(Deserialize)]
+        struct Share {
+            mine: u64,
+            rows: u64,
+            bytes: u64,
+        }
+        let sql = "SELECT (SELECT count() FROM logs WHERE {w}) AS mine, \
+             sum(rows) AS rows, sum(bytes_on_disk) AS bytes FROM system.parts WHERE {w}";
+        let share: Vec<Share> = self.json_rows(sql, &[tenants, &logs], limits).await?;
+        one(share
+            .into_iter()
+            .map(|s| Storage {
+                rows: s.mine,
+                bytes: (s.bytes as f64 * s.mine as f64 / s.rows.max(1) as f64) as u64,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spliced_parts_are_bracketed() {
+        let scope = Sql::new("tenant = ?", vec![Value::Str("acme".into())]);
+        let query = Sql::new("a = 1 OR b = 2", vec![]);
+        let empty = Sql::default();
+        assert_eq!(
+            splice(
+                "SELECT 1 WHERE {w} AND {w} AND {w}",
+                &[&scope, &query, &empty]
+            ),
+            "SELECT 1 WHERE (tenant = ?) AND (a = 1 OR b = 2) AND 1"
+        );
     }
 }
