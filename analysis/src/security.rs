@@ -15,7 +15,8 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use regex::{Regex, RegexSet, RegexSetBuilder};
+use regex::bytes::{RegexSet, RegexSetBuilder};
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -364,7 +365,9 @@ static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
     let set = |rules: &[Rule]| {
         RegexSetBuilder::new(rules.iter().map(|r| r.pattern))
             .case_insensitive(true)
+            .unicode(false)
             .size_limit(64 << 20)
+            .dfa_size_limit(64 << 20)
             .build()
             .expect("the security rules compile")
     };
@@ -430,14 +433,14 @@ pub fn classify(request: &Request<'_>) -> Verdict {
         }
     };
     for value in values.iter().filter(|v| !v.is_empty()) {
-        for i in compiled.payload.matches(value).iter() {
+        for i in compiled.payload.matches(value.as_bytes()).iter() {
             add(PAYLOAD_RULES[i].name, &mut rules);
         }
     }
     // A sensitive file named by the path itself, with no way out of the
     // web root, is a probe for a file left exposed, not a traversal.
     let mut probe = false;
-    for i in compiled.payload.matches(&path).iter() {
+    for i in compiled.payload.matches(path.as_bytes()).iter() {
         match PAYLOAD_RULES[i].name {
             "traversal_sensitive_file" => probe = true,
             name => add(name, &mut rules),
@@ -464,7 +467,7 @@ pub fn classify(request: &Request<'_>) -> Verdict {
         add("scanner_probe_path", &mut rules);
     }
     if let Some(ua) = ua {
-        for i in compiled.agent.matches(ua).iter() {
+        for i in compiled.agent.matches(ua.as_bytes()).iter() {
             add(AGENT_RULES[i].name, &mut rules);
         }
     }
