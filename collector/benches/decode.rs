@@ -1,19 +1,66 @@
-//! The collector's hot path: a batch of raw JSON lines into rows.
+//! The collector's hot paths: a batch of raw JSON lines into rows, and
+//! stamping each row (pattern id, route, security class) for two shapes of
+//! record: the seed's middleware lines, which name the request only in the
+//! message, and request-shaped lines with separate `method` and `path`
+//! (query strings included) and real user agents, as framework and
+//! nginx-derived logs carry them.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use logferry_collector::analyze::stamp as stamp_row;
 use logferry_collector::decode::decode_batch;
 use logferry_proto::{chunk, Chunk, ExportRequest, Format, Origin, RawLines};
 use prost::Message;
 
+fn seed_line(n: u64) -> String {
+    format!(
+        "{{\"timestamp\": \"2026-11-27T10:00:00.{n:06}+00:00\", \"level\": \"INFO\", \"logger\": \"Fast Users API\", \
+         \"message\": \"API call: GET /api/v1/users/{n}\", \"module\": \"logging_middleware\", \"function\": \"dispatch\", \
+         \"line\": 41, \"request_id\": \"req-{n}\", \"duration_ms\": 9.17, \"status_code\": 200, \"client_ip\": \"10.0.0.1\", \
+         \"user_agent\": \"Mozilla/5.0\", \"event_type\": \"api_performance\", \"order_id\": {n}}}\n"
+    )
+}
+
+const USER_AGENTS: [&str; 6] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+    "python-httpx/0.27.0",
+    "okhttp/4.12.0",
+    "Go-http-client/1.1",
+];
+
+const PATHS: [&str; 5] = [
+    "/api/v1/orders?page={n}&limit=50",
+    "/api/v1/users/{n}/profile",
+    "/api/v1/products/search?q=item{n}&sort=price",
+    "/api/v1/payments/{n}/charge",
+    "/healthz",
+];
+
+fn request_line(n: u64) -> String {
+    let path = PATHS[n as usize % PATHS.len()].replace("{n}", &n.to_string());
+    let ua = USER_AGENTS[n as usize % USER_AGENTS.len()];
+    format!(
+        "{{\"timestamp\":\"2026-08-21T00:00:{:02}.{:03}Z\",\"level\":\"INFO\",\"logger\":\"app.api.orders\",\
+         \"message\":\"request completed\",\"module\":\"orders\",\"function\":\"list_orders\",\"line\":61,\
+         \"request_id\":\"{n:08x}5b1c2d3e4f60\",\"duration_ms\":31.270,\"status_code\":200,\"client_ip\":\"10.1.2.3\",\
+         \"user_agent\":\"{ua}\",\"event_type\":\"http_request\",\"method\":\"GET\",\"path\":\"{path}\",\
+         \"user_id\":\"user_{n}\"}}\n",
+        n % 60,
+        n % 1000
+    )
+}
+
 fn batch(lines: u64) -> (ExportRequest, u64) {
+    batch_of(lines, seed_line)
+}
+
+fn batch_of(lines: u64, line: fn(u64) -> String) -> (ExportRequest, u64) {
     let mut data = String::new();
     for n in 0..lines {
-        data.push_str(&format!(
-            "{{\"timestamp\": \"2026-11-27T10:00:00.{n:06}+00:00\", \"level\": \"INFO\", \"logger\": \"Fast Users API\", \
-             \"message\": \"API call: GET /api/v1/users/{n}\", \"module\": \"logging_middleware\", \"function\": \"dispatch\", \
-             \"line\": 41, \"request_id\": \"req-{n}\", \"duration_ms\": 9.17, \"status_code\": 200, \"client_ip\": \"10.0.0.1\", \
-             \"user_agent\": \"Mozilla/5.0\", \"event_type\": \"api_performance\", \"order_id\": {n}}}\n"
-        ));
+        data.push_str(&line(n));
     }
     let bytes = data.len() as u64;
     let chunk = Chunk {
@@ -47,10 +94,41 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function("20k seed JSON lines", |b| {
-        b.iter(|| decode_batch(&req, "default").expect("decodes").rows.len())
+        b.iter(|| {
+            decode_batch(&req, "default", u64::MAX)
+                .expect("decodes")
+                .rows
+                .len()
+        })
     });
     g.finish();
 }
 
-criterion_group!(benches, decode);
+fn stamp(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stamp");
+    for (name, line) in [
+        ("seed lines", seed_line as fn(u64) -> String),
+        ("request-shaped lines", request_line),
+    ] {
+        let (req, _) = batch_of(2_000, line);
+        let rows = decode_batch(&req, "default", u64::MAX)
+            .expect("decodes")
+            .rows;
+        g.throughput(Throughput::Elements(rows.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || rows.clone(),
+                |rows| {
+                    for row in rows.iter_mut() {
+                        black_box(stamp_row(row));
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, stamp);
 criterion_main!(benches);

@@ -28,6 +28,11 @@ pub enum DecodeError {
     },
     #[error("record {seq} lies outside the batch's range {first}..={last}")]
     OutOfRange { seq: u64, first: u64, last: u64 },
+    #[error(
+        "the batch holds {records} records, more than this collector takes in one batch ({max}, \
+         `ingest.max_batch_records`); send smaller batches (the agent's `forward.batch_max_records`)"
+    )]
+    TooManyRecords { records: u64, max: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -37,7 +42,29 @@ pub struct Decoded {
     pub max_time: u32,
 }
 
-pub fn decode_batch(req: &ExportRequest, tenant: &str) -> Result<Decoded, DecodeError> {
+/// The rows of a batch of at most `max_records` records. The chunks are
+/// decoded and their records counted before any row is made, so a batch of
+/// many tiny records is refused before it costs a row's memory each.
+pub fn decode_batch(
+    req: &ExportRequest,
+    tenant: &str,
+    max_records: u64,
+) -> Result<Decoded, DecodeError> {
+    let chunks = req
+        .chunks
+        .iter()
+        .enumerate()
+        .map(|(index, bytes)| {
+            Chunk::decode(bytes.clone()).map_err(|source| DecodeError::Chunk { index, source })
+        })
+        .collect::<Result<Vec<Chunk>, DecodeError>>()?;
+    let records: u64 = chunks.iter().map(records_in).sum();
+    if records > max_records {
+        return Err(DecodeError::TooManyRecords {
+            records,
+            max: max_records,
+        });
+    }
     let mut agent = LogRow {
         tenant: tenant.to_string(),
         agent_id: req.agent_id.clone(),
@@ -48,9 +75,8 @@ pub fn decode_batch(req: &ExportRequest, tenant: &str) -> Result<Decoded, Decode
         min_time: u32::MAX,
         ..Decoded::default()
     };
-    for (index, bytes) in req.chunks.iter().enumerate() {
-        let chunk =
-            Chunk::decode(bytes.clone()).map_err(|source| DecodeError::Chunk { index, source })?;
+    out.rows.reserve_exact(records as usize);
+    for chunk in chunks {
         let mut base = agent.clone();
         let format = chunk
             .origin
@@ -107,6 +133,19 @@ pub fn decode_batch(req: &ExportRequest, tenant: &str) -> Result<Decoded, Decode
         out.min_time = 0;
     }
     Ok(out)
+}
+
+/// How many records a chunk holds: its lines, or its pushed records.
+fn records_in(chunk: &Chunk) -> u64 {
+    match &chunk.body {
+        Some(chunk::Body::Lines(lines)) if !lines.data.is_empty() => {
+            let data: &[u8] = &lines.data;
+            let newlines = data.iter().filter(|b| **b == b'\n').count() as u64;
+            newlines + u64::from(data.last() != Some(&b'\n'))
+        }
+        Some(chunk::Body::Records(records)) => records.records.len() as u64,
+        _ => 0,
+    }
 }
 
 fn apply_resource(row: &mut LogRow, resource: &[KeyValue]) {

@@ -23,7 +23,7 @@
 //! UNAVAILABLE and the agents keep their queues.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,8 +35,10 @@ use tracing::{debug, warn};
 
 use crate::analyze::{self, PatternRow, Registry};
 use crate::api::ApiError;
+use crate::auth::agents::AgentIds;
 use crate::auth::Auth;
-use crate::decode::decode_batch;
+use crate::config::IngestConfig;
+use crate::decode::{decode_batch, DecodeError};
 use crate::metrics::Metrics;
 use crate::record::LogRow;
 use crate::store::alerts::AgentReportRow;
@@ -55,9 +57,12 @@ pub struct Ingest {
     deadline: Duration,
     /// Stamp patterns and security classes (`ingest.analyze`).
     analyze: bool,
+    max_batch_records: u64,
     metrics: Arc<Metrics>,
     patterns: Registry,
-    in_progress: Mutex<HashSet<(String, u64)>>,
+    agent_ids: AgentIds,
+    /// (tenant, agent id, first seq) of the batches being stored here.
+    in_progress: Mutex<HashSet<(String, String, u64)>>,
     /// Per agent: when its loss report was last written, and its loss
     /// counters then.
     reports: Mutex<HashMap<String, (Instant, [u64; 3])>>,
@@ -68,8 +73,8 @@ pub struct Ingest {
 
 /// Removes a batch from the in-progress set however its attempt ends.
 struct InProgress<'a> {
-    set: &'a Mutex<HashSet<(String, u64)>>,
-    key: (String, u64),
+    set: &'a Mutex<HashSet<(String, String, u64)>>,
+    key: (String, String, u64),
 }
 
 impl Drop for InProgress<'_> {
@@ -110,26 +115,33 @@ impl Ingest {
         store: watch::Receiver<Option<Store>>,
         auth: Option<Arc<Auth>>,
         collector_id: String,
-        deadline: Duration,
-        analyze: bool,
+        config: &IngestConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<Ingest> {
         Arc::new(Ingest {
             store,
             auth,
             collector_id,
-            deadline,
-            analyze,
+            deadline: Duration::from_millis(config.batch_deadline_ms),
+            analyze: config.analyze,
+            max_batch_records: config.max_batch_records,
             metrics,
             patterns: Registry::default(),
+            agent_ids: AgentIds::default(),
             in_progress: Mutex::new(HashSet::new()),
             reports: Mutex::default(),
             last_warning_ms: AtomicU64::new(0),
         })
     }
 
-    /// The tenant the caller's agent credential ships into.
-    async fn tenant(&self, store: &Store, authorization: Option<&str>) -> Result<String, Status> {
+    /// The caller's agent credential and its tenant, admitted to ship
+    /// under `agent_id`.
+    async fn shipper(
+        &self,
+        store: &Store,
+        authorization: Option<&str>,
+        agent_id: &str,
+    ) -> Result<String, Status> {
         let Some(auth) = &self.auth else {
             return Ok(DEFAULT_TENANT.to_string());
         };
@@ -140,9 +152,15 @@ impl Ingest {
                     "this collector needs an agent credential: set forward.token_file in the agent",
                 )
             })?;
-        auth.authenticate_agent(store, token.trim())
+        let shipper = auth
+            .authenticate_agent(store, token.trim())
             .await
-            .map_err(|e| Status::from(ApiError::from(e)))
+            .map_err(|e| Status::from(ApiError::from(e)))?;
+        self.agent_ids
+            .bind(store, &shipper, agent_id, &self.collector_id)
+            .await
+            .map_err(|e| Status::from(ApiError::from(e)))?;
+        Ok(shipper.tenant)
     }
 
     async fn store_batch(
@@ -155,13 +173,13 @@ impl Ingest {
             self.store.borrow().clone().ok_or_else(|| {
                 Status::unavailable("collector is still connecting to clickhouse")
             })?;
-        let tenant = self.tenant(&store, authorization).await?;
         if req.agent_id.is_empty() || req.first_seq > req.last_seq {
             return Err(Status::invalid_argument(
                 "a batch needs an agent id and first_seq <= last_seq",
             ));
         }
-        let key = (req.agent_id.clone(), req.first_seq);
+        let tenant = self.shipper(&store, authorization, &req.agent_id).await?;
+        let key = (tenant.clone(), req.agent_id.clone(), req.first_seq);
         if !self
             .in_progress
             .lock()
@@ -181,22 +199,51 @@ impl Ingest {
         let (agent_id, first_seq, last_seq) = (req.agent_id.clone(), req.first_seq, req.last_seq);
         let (analyze, collector_id) = (self.analyze, self.collector_id.clone());
         let tenant_label = tenant.clone();
-        let (decoded, templates) = tokio::task::spawn_blocking(move || {
-            let mut decoded = decode_batch(&req, &tenant)?;
-            let templates = if analyze {
-                new_templates(&mut decoded.rows, &collector_id)
+        let max_records = self.max_batch_records;
+        // The blocking work stops when this attempt is abandoned (the
+        // agent timed out or went away, and this future was dropped) or
+        // when its share of the deadline is spent.
+        let abandoned = Abandoned::default();
+        let flag = abandoned.flag();
+        let budget = started + self.deadline.mul_f64(ANALYSIS_SHARE);
+        let (decoded, stamped) = tokio::task::spawn_blocking(move || {
+            let mut decoded = decode_batch(&req, &tenant, max_records).map_err(|e| match e {
+                DecodeError::TooManyRecords { .. } => Status::resource_exhausted(e.to_string()),
+                e => Status::invalid_argument(error_chain(&e)),
+            })?;
+            let stamped = if analyze {
+                let go_on = || !flag.load(Ordering::Relaxed) && Instant::now() < budget;
+                Some(new_templates(&mut decoded.rows, &collector_id, go_on))
             } else {
-                Vec::new()
+                None
             };
-            Ok::<_, crate::decode::DecodeError>((decoded, templates))
+            Ok::<_, Status>((decoded, stamped))
         })
         .await
-        .map_err(|_| Status::internal("batch decoder failed"))?
-        .map_err(|e| Status::invalid_argument(error_chain(&e)))?;
+        .map_err(|_| Status::internal("batch decoder failed"))??;
+        drop(abandoned);
         let mut rows = decoded.rows;
+        let templates = match stamped {
+            Some(Stamped {
+                templates,
+                unstamped,
+            }) => {
+                if unstamped > 0 {
+                    self.metrics.ingest_unanalyzed_records.inc_by(unstamped);
+                    warn!(
+                        agent_id,
+                        first_seq,
+                        unstamped,
+                        "analysis of a batch ran out of its share of the deadline; the rest of its records are stored without pattern and security stamps"
+                    );
+                }
+                templates
+            }
+            None => Vec::new(),
+        };
 
         let ledger = store
-            .ledger(&agent_id, first_seq)
+            .ledger(&tenant_label, &agent_id, first_seq)
             .await
             .map_err(unavailable)?;
         if ledger.iter().any(|e| e.state == COMMITTED) {
@@ -214,7 +261,10 @@ impl Ingest {
                     pending.collector_id
                 )));
             }
-            let stored = store.stored_seqs(pending).await.map_err(unavailable)?;
+            let stored = store
+                .stored_seqs(&tenant_label, pending)
+                .await
+                .map_err(unavailable)?;
             if !stored.is_empty() {
                 warn!(
                     agent_id,
@@ -226,6 +276,7 @@ impl Ingest {
             }
         }
         let mut entry = LedgerEntry {
+            tenant: tenant_label.clone(),
             agent_id,
             first_seq,
             last_seq,
@@ -357,6 +408,8 @@ impl IngestService for Ingest {
                         "unauthenticated"
                     }
                     tonic::Code::InvalidArgument => "invalid",
+                    tonic::Code::ResourceExhausted => "too_large",
+                    tonic::Code::DeadlineExceeded => "deadline",
                     tonic::Code::Unavailable if status.message().contains("being stored") => "busy",
                     _ => "unavailable",
                 };
@@ -383,12 +436,46 @@ impl IngestService for Ingest {
     }
 }
 
-/// Stamps every row (`analyze::stamp`) and returns each distinct template
-/// of the batch once, with its earliest time. A batch has one tenant (its
-/// credential's), so templates are keyed by id alone.
-fn new_templates(rows: &mut [LogRow], collector_id: &str) -> Vec<PatternRow> {
+/// The share of `ingest.batch_deadline_ms` that stamping a batch may take.
+/// Stamping costs microseconds a record, so this is a bound for records
+/// built to be slow, not a limit that ordinary batches meet: it keeps every
+/// batch storable within its deadline, whatever its records hold.
+const ANALYSIS_SHARE: f64 = 0.25;
+
+/// Set when the attempt that spawned blocking work is dropped.
+#[derive(Default)]
+struct Abandoned(Arc<AtomicBool>);
+
+impl Abandoned {
+    fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Stamped {
+    templates: Vec<PatternRow>,
+    /// Rows left unstamped because `go_on` said stop.
+    unstamped: u64,
+}
+
+/// Stamps rows (`analyze::stamp`) while `go_on` holds (asked every 256
+/// rows) and returns each distinct template of the batch once, with its
+/// earliest time. A batch has one tenant (its credential's), so templates
+/// are keyed by id alone.
+fn new_templates(rows: &mut [LogRow], collector_id: &str, go_on: impl Fn() -> bool) -> Stamped {
     let mut out: HashMap<u64, PatternRow> = HashMap::new();
-    for row in rows.iter_mut() {
+    let mut unstamped = 0;
+    for (i, row) in rows.iter_mut().enumerate() {
+        if i % 256 == 0 && !go_on() {
+            unstamped = (rows.len() - i) as u64;
+            break;
+        }
         let template = analyze::stamp(row);
         out.entry(template.id)
             .and_modify(|p| p.first_seen = p.first_seen.min(row.timestamp))
@@ -400,5 +487,8 @@ fn new_templates(rows: &mut [LogRow], collector_id: &str) -> Vec<PatternRow> {
                 collector_id: collector_id.to_string(),
             });
     }
-    out.into_values().collect()
+    Stamped {
+        templates: out.into_values().collect(),
+        unstamped,
+    }
 }

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub ingest_batches: IntCounterVec,
     pub ingest_duplicate_batches: IntCounter,
     pub ingest_refused_batches: IntCounterVec,
+    pub ingest_unanalyzed_records: IntCounter,
     pub clickhouse_insert_seconds: Histogram,
     pub clickhouse_insert_failures: IntCounter,
     pub api_request_seconds: HistogramVec,
@@ -65,8 +66,13 @@ impl Metrics {
         );
         let ingest_refused_batches = counter_vec(
             "logferry_collector_ingest_refused_batches_total",
-            "Batches refused, by reason: unauthenticated, invalid, busy (being stored elsewhere), unavailable (ClickHouse).",
+            "Batches refused, by reason: unauthenticated, invalid, too_large (more records than ingest.max_batch_records), \
+             busy (being stored elsewhere), deadline (not stored within ingest.batch_deadline_ms), unavailable (ClickHouse).",
             &["reason"],
+        );
+        let ingest_unanalyzed_records = counter(
+            "logferry_collector_ingest_unanalyzed_records_total",
+            "Records stored without pattern and security stamps because stamping their batch ran out of its share of the deadline.",
         );
         let clickhouse_insert_seconds = Histogram::with_opts(
             HistogramOpts::new(
@@ -138,7 +144,14 @@ impl Metrics {
         );
         // Every known label value starts at 0, so series exist (and rates
         // work) before the first event.
-        for reason in ["unauthenticated", "invalid", "busy", "unavailable"] {
+        for reason in [
+            "unauthenticated",
+            "invalid",
+            "too_large",
+            "busy",
+            "deadline",
+            "unavailable",
+        ] {
             ingest_refused_batches.with_label_values(&[reason]);
         }
         for outcome in ["ok", "failed"] {
@@ -156,6 +169,7 @@ impl Metrics {
             ingest_batches,
             ingest_duplicate_batches,
             ingest_refused_batches,
+            ingest_unanalyzed_records,
             clickhouse_insert_seconds,
             clickhouse_insert_failures,
             api_request_seconds,

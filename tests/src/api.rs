@@ -255,6 +255,13 @@ pub struct Stack {
 impl Stack {
     /// `api` holds more keys for the collector's `[api]` table.
     pub async fn start(database: &str, tls: Option<&Certs>, api: &str) -> Stack {
+        // Alerts have their own test; here `alert_states` is written by hand.
+        Stack::start_with(database, tls, api, "[alerts]\nenabled = false\n").await
+    }
+
+    /// The same, with `extra` appended to the collector's configuration
+    /// (its own `[alerts]` table, say).
+    pub async fn start_with(database: &str, tls: Option<&Certs>, api: &str, extra: &str) -> Stack {
         let dir = crate::TempDir::new().expect("tempdir");
         let ch = crate::ClickHouse::start();
         let tls_section = tls.map_or("plaintext = true".to_string(), |c| {
@@ -272,8 +279,7 @@ impl Stack {
                 api,
                 ingest: "",
             },
-            // Alerts have their own test; here `alert_states` is written by hand.
-            "[alerts]\nenabled = false\n",
+            extra,
         );
         let http = match tls {
             Some(c) => Http::with_ca(&collector.http_url(), &std::fs::read(&c.ca).expect("ca")),

@@ -940,7 +940,7 @@ impl Service {
             }
         };
         let (storage, series, agents, reports) = tokio::try_join!(
-            store.storage(limits),
+            store.storage(&w.tenants, limits),
             store.series(&w, limits),
             store.agents(&w, limits),
             store.agent_reports(&w, limits),

@@ -16,6 +16,7 @@
 //! collector from `security_events`, where each failure and lockout is
 //! stored for the security analytics.
 
+pub mod agents;
 pub mod secrets;
 
 use std::collections::{HashMap, VecDeque};
@@ -111,8 +112,17 @@ impl Scope {
 pub struct Principal {
     /// Username, or the credential's name.
     pub name: String,
+    /// The credential's id, for API tokens and agent credentials.
+    pub credential_id: Option<String>,
     pub role: Role,
     pub scope: Scope,
+}
+
+/// Who ships a batch: an agent credential and its one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shipper {
+    pub tenant: String,
+    pub credential_id: String,
 }
 
 impl Principal {
@@ -178,6 +188,7 @@ pub struct Auth {
     users: Cached<UserRow>,
     credentials: Cached<CredentialRow>,
     attempts: Mutex<Attempts>,
+    login_turns: Turns,
     /// Verified against when a username is unknown, so that a failed
     /// login takes as long whether or not the user exists.
     decoy_hash: String,
@@ -200,6 +211,7 @@ impl Auth {
             users: Mutex::default(),
             credentials: Mutex::default(),
             attempts: Mutex::default(),
+            login_turns: Turns::default(),
             decoy_hash: secrets::hash_password("decoy password, never valid"),
         }
     }
@@ -228,6 +240,7 @@ impl Auth {
                 Role::parse(&user.role).ok_or_else(|| unauthenticated("user has no valid role"))?;
             return Ok(Principal {
                 name: user.username.clone(),
+                credential_id: None,
                 role,
                 scope: Scope::of(user.all_tenants, &user.tenants),
             });
@@ -253,20 +266,24 @@ impl Auth {
             Role::parse(&cred.role).ok_or_else(|| unauthenticated("token has no valid role"))?;
         Ok(Principal {
             name: cred.name.clone(),
+            credential_id: Some(cred.id.clone()),
             role,
             scope: Scope::of(cred.all_tenants, &cred.tenants),
         })
     }
 
-    /// The tenant an agent credential ships into.
+    /// The tenant and credential an agent ships with.
     pub async fn authenticate_agent(
         &self,
         store: &Store,
         token: &str,
-    ) -> Result<String, AuthError> {
+    ) -> Result<Shipper, AuthError> {
         let p = self.authenticate(store, token).await?;
-        match (p.role, &p.scope) {
-            (Role::Agent, Scope::Tenants(t)) if t.len() == 1 => Ok(t[0].clone()),
+        match (p.role, p.scope, p.credential_id) {
+            (Role::Agent, Scope::Tenants(t), Some(credential_id)) if t.len() == 1 => Ok(Shipper {
+                tenant: t.into_iter().next().expect("one tenant"),
+                credential_id,
+            }),
             _ => Err(AuthError::Forbidden(
                 "only agent credentials may ship logs".into(),
             )),
@@ -280,7 +297,12 @@ impl Auth {
             }
         }
         let u = store.user(username).await?;
-        lock(&self.users).insert(username.into(), (Instant::now(), u.clone()));
+        let mut cache = lock(&self.users);
+        if cache.len() > 100_000 {
+            // Unknown usernames are cached too: bounded like credentials.
+            cache.clear();
+        }
+        cache.insert(username.into(), (Instant::now(), u.clone()));
         Ok(u)
     }
 
@@ -319,6 +341,11 @@ impl Auth {
         password: &str,
         client_ip: &str,
     ) -> Result<Session, AuthError> {
+        // No valid username is this long (the API refuses to create one):
+        // refused before it costs memory or a lookup.
+        if username.len() > MAX_USERNAME_BYTES || password.len() > MAX_PASSWORD_BYTES {
+            return Err(unauthenticated("invalid username or password"));
+        }
         let limit = self.config.login_attempts_per_minute;
         if let Some(retry_after_s) = lock(&self.attempts).admit(&[
             (format!("ip:{client_ip}"), limit * 4),
@@ -326,6 +353,11 @@ impl Auth {
         ]) {
             return Err(AuthError::TooManyAttempts { retry_after_s });
         }
+        // Attempts for one username are checked one at a time on this
+        // collector, so concurrent guesses cannot all pass the lockout
+        // before the first failure is counted.
+        let turn = self.login_turns.turn(username);
+        let _turn = turn.lock().await;
         let window = self.config.lockout_window_s;
         let since = now_ns().saturating_sub(window * 1_000_000_000);
         let (user_failures, ip_failures) = store.login_failures(username, client_ip, since).await?;
@@ -400,6 +432,52 @@ impl Auth {
             expires_at_s: exp,
             role,
         })
+    }
+}
+
+/// The longest username and password a login considers.
+pub const MAX_USERNAME_BYTES: usize = 128;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// One lock per key in use; a key's entry goes when its last holder does.
+#[derive(Debug, Default)]
+struct Turns {
+    locks: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Turns {
+    fn turn(&self, key: &str) -> Turn<'_> {
+        let lock = lock(&self.locks)
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        Turn {
+            turns: self,
+            key: key.to_string(),
+            lock,
+        }
+    }
+}
+
+struct Turn<'a> {
+    turns: &'a Turns,
+    key: String,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Turn<'_> {
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut locks = lock(&self.turns.locks);
+        // Ours and the map's: nobody else waits for this key.
+        if std::sync::Arc::strong_count(&self.lock) == 2 {
+            locks.remove(&self.key);
+        }
     }
 }
 

@@ -2,6 +2,10 @@ use super::*;
 use logferry_proto::{PushedRecords, RawLines};
 use proptest::prelude::*;
 
+fn decode_batch_all(req: &ExportRequest, tenant: &str) -> Result<Decoded, DecodeError> {
+    decode_batch(req, tenant, u64::MAX)
+}
+
 fn lines_batch(format: Format, data: &[u8], truncated: Vec<u32>) -> ExportRequest {
     let chunk = Chunk {
         first_seq: 100,
@@ -36,7 +40,7 @@ const SEED_LINE: &str = r#"{"timestamp": "2025-08-14T11:01:46.503939+00:00", "le
 
 #[test]
 fn seed_json_lines_map_without_configuration() {
-    let d = decode_batch(
+    let d = decode_batch_all(
         &lines_batch(Format::Json, format!("{SEED_LINE}\n").as_bytes(), vec![]),
         "t1",
     )
@@ -89,7 +93,7 @@ fn seed_json_lines_map_without_configuration() {
 #[test]
 fn bad_lines_are_kept_and_marked() {
     let data = b"not json {\n\xff\xfebinary ERROR here\n[1,2]\n{\"message\": \"cut";
-    let d = decode_batch(
+    let d = decode_batch_all(
         &lines_batch(Format::Json, &[&data[..], b"\n"].concat(), vec![3]),
         "",
     )
@@ -123,7 +127,7 @@ fn bad_lines_are_kept_and_marked() {
 
 #[test]
 fn text_lines_keep_the_whole_line() {
-    let d = decode_batch(
+    let d = decode_batch_all(
         &lines_batch(
             Format::Text,
             b"2025-01-01 WARN disk almost full\nall is information\n",
@@ -169,7 +173,7 @@ fn pushed_records_use_their_attributes_and_resource() {
         chunks: vec![chunk.encode_to_vec().into()],
         report: None,
     };
-    let d = decode_batch(&req, "").expect("decodes");
+    let d = decode_batch(&req, "", u64::MAX).expect("decodes");
     let r = &d.rows[0];
     assert_eq!(
         (r.timestamp, r.severity_number, r.body.as_str()),
@@ -187,14 +191,32 @@ fn rows_outside_the_batch_range_are_refused() {
     let mut req = lines_batch(Format::Text, b"a\nb\n", vec![]);
     req.last_seq = 100;
     assert!(matches!(
-        decode_batch(&req, ""),
+        decode_batch(&req, "", u64::MAX),
         Err(DecodeError::OutOfRange { seq: 101, .. })
     ));
     req.chunks = vec![bytes::Bytes::from_static(b"\xff\xff")];
     assert!(matches!(
-        decode_batch(&req, ""),
+        decode_batch(&req, "", u64::MAX),
         Err(DecodeError::Chunk { index: 0, .. })
     ));
+}
+
+#[test]
+fn batches_of_too_many_records_are_refused_before_rows_are_made() {
+    let req = lines_batch(Format::Text, &[b'\n'; 50], vec![]);
+    let err = decode_batch(&req, "", 49).expect_err("50 empty lines, at most 49");
+    assert!(matches!(
+        err,
+        DecodeError::TooManyRecords {
+            records: 50,
+            max: 49
+        }
+    ));
+    assert!(
+        err.to_string().contains("ingest.max_batch_records"),
+        "{err}"
+    );
+    assert_eq!(decode_batch(&req, "", 50).expect("fits").rows.len(), 50);
 }
 
 #[test]
@@ -205,8 +227,8 @@ fn decoding_is_deterministic() {
         vec![],
     );
     assert_eq!(
-        decode_batch(&req, "").expect("a").rows,
-        decode_batch(&req, "").expect("b").rows
+        decode_batch(&req, "", u64::MAX).expect("a").rows,
+        decode_batch(&req, "", u64::MAX).expect("b").rows
     );
 }
 
@@ -227,8 +249,10 @@ proptest! {
         let format = if json { Format::Json } else { Format::Text };
         let mut req = lines_batch(format, &data, vec![]);
         req.last_seq = 100 + lines.len() as u64 - 1;
-        let d = decode_batch(&req, "").expect("decodes");
+        let d = decode_batch(&req, "", lines.len() as u64).expect("decodes");
         prop_assert_eq!(d.rows.len(), lines.len());
+        let refused = decode_batch(&req, "", lines.len() as u64 - 1);
+        prop_assert!(matches!(refused, Err(DecodeError::TooManyRecords { .. })), "counted before decoding");
         for (i, row) in d.rows.iter().enumerate() {
             prop_assert_eq!(row.seq, 100 + i as u64);
         }

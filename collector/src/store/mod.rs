@@ -133,6 +133,9 @@ fn day_groups(rows: &mut [LogRow]) -> Vec<&[LogRow]> {
 /// A batch's entry in the ingest ledger (`ingest_batches`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct LedgerEntry {
+    /// The shipping credential's tenant ('' for entries older than
+    /// migration 8).
+    pub tenant: String,
     pub agent_id: String,
     pub first_seq: u64,
     pub last_seq: u64,
@@ -143,6 +146,15 @@ pub struct LedgerEntry {
     pub min_time: u32,
     pub max_time: u32,
     pub recorded_at: u32,
+}
+
+/// Which credential an agent id belongs to (`agent_ids`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
+pub struct AgentId {
+    pub agent_id: String,
+    pub credential_id: String,
+    pub tenant: String,
+    pub first_seen_ns: u64,
 }
 
 pub const PENDING: u8 = 1;
@@ -261,19 +273,39 @@ impl Store {
         Ok(())
     }
 
-    /// The ledger entries of a batch, committed ones first.
+    /// The ledger entries of a tenant's batch, committed ones first.
+    /// Entries from before the ledger knew tenants ('') count for every
+    /// tenant: no new one can be written, and ignoring them would store
+    /// their batches twice.
     pub async fn ledger(
         &self,
+        tenant: &str,
         agent_id: &str,
         first_seq: u64,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         Ok(self
             .client
-            .query("SELECT ?fields FROM ingest_batches WHERE agent_id = ? AND first_seq = ? ORDER BY state DESC, deadline_ms DESC")
+            .query("SELECT ?fields FROM ingest_batches WHERE agent_id = ? AND first_seq = ? AND tenant IN (?, '') ORDER BY state DESC, deadline_ms DESC")
             .bind(agent_id)
             .bind(first_seq)
+            .bind(tenant)
             .fetch_all()
             .await?)
+    }
+
+    /// The registrations of `agent_id`, earliest first (ties by credential
+    /// id, so every collector reads the same order).
+    pub async fn agent_ids(&self, agent_id: &str) -> Result<Vec<AgentId>, StoreError> {
+        Ok(self
+            .client
+            .query("SELECT ?fields FROM agent_ids WHERE agent_id = ? ORDER BY first_seen_ns, credential_id LIMIT 100")
+            .bind(agent_id)
+            .fetch_all()
+            .await?)
+    }
+
+    pub async fn register_agent(&self, id: &AgentId) -> Result<(), StoreError> {
+        self.insert_one("agent_ids", id).await
     }
 
     pub async fn record_batch(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
@@ -283,13 +315,18 @@ impl Store {
     /// Sequence numbers of a batch's records already in `logs`, for a batch
     /// whose earlier attempt may have been cut short. The time range (the
     /// batch's own, from the ledger) keeps the scan to its partitions.
-    pub async fn stored_seqs(&self, entry: &LedgerEntry) -> Result<HashSet<u64>, StoreError> {
+    pub async fn stored_seqs(
+        &self,
+        tenant: &str,
+        entry: &LedgerEntry,
+    ) -> Result<HashSet<u64>, StoreError> {
         let seqs: Vec<u64> = self
             .client
             .query(
-                "SELECT seq FROM logs WHERE agent_id = ? AND seq >= ? AND seq <= ? \
+                "SELECT seq FROM logs WHERE tenant = ? AND agent_id = ? AND seq >= ? AND seq <= ? \
                  AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)",
             )
+            .bind(tenant)
             .bind(&entry.agent_id)
             .bind(entry.first_seq)
             .bind(entry.last_seq)

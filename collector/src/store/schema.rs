@@ -348,6 +348,28 @@ pub const MIGRATIONS: &[Migration] = &[
             ORDER BY (tenant, agent_id, time)",
         ],
     },
+    Migration {
+        version: 8,
+        name: "batch identity bound to the shipping credential",
+        requires: None,
+        statements: &[
+            // The tenant of the credential that shipped a batch: a batch is
+            // (tenant, agent id, first seq), so no credential can claim or
+            // pre-empt another tenant's batches. Entries written before
+            // this migration have '' and match any tenant (see
+            // `Store::ledger`).
+            "ALTER TABLE {db}.ingest_batches ADD COLUMN tenant String DEFAULT ''",
+            // Which credential first shipped under each agent id; another
+            // credential presenting the same id is refused.
+            "CREATE TABLE IF NOT EXISTS {db}.agent_ids (
+                agent_id String,
+                credential_id String,
+                tenant String,
+                first_seen_ns UInt64
+            ) ENGINE = MergeTree
+            ORDER BY (agent_id, first_seen_ns)",
+        ],
+    },
 ];
 
 /// The server version from which migration 4 (the body n-gram index) runs.
@@ -382,12 +404,12 @@ mod tests {
         let new = ServerVersion::parse("24.8.4.13").expect("parses");
         assert_eq!(
             pending(&[], old).map(|m| m.version).collect::<Vec<_>>(),
-            vec![1, 3, 5, 6, 7]
+            vec![1, 3, 5, 6, 7, 8]
         );
-        assert_eq!(pending(&[1, 3, 5, 6, 7], old).count(), 0);
+        assert_eq!(pending(&[1, 3, 5, 6, 7, 8], old).count(), 0);
         assert_eq!(
             pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(),
-            vec![2, 3, 4, 5, 6, 7]
+            vec![2, 3, 4, 5, 6, 7, 8]
         );
         assert_eq!(ServerVersion::parse("garbage"), None);
     }
