@@ -59,6 +59,11 @@ pub struct IngestConfig {
     /// A batch not stored within this time is abandoned (the agent retries).
     /// Agents' `forward.request_timeout_ms` must be longer.
     pub batch_deadline_ms: u64,
+    /// Most records in one batch; larger ones are refused with
+    /// RESOURCE_EXHAUSTED before rows are made, which bounds a batch's
+    /// memory (see README, "Memory"). At least the agents'
+    /// `forward.batch_max_records` (100,000 by default).
+    pub max_batch_records: u64,
     /// Refuse batches without a valid agent credential; the credential's
     /// tenant is stamped on every record. With `false`, records go to the
     /// tenant `default`.
@@ -75,6 +80,7 @@ impl Default for IngestConfig {
             listen: "0.0.0.0:4320".into(),
             max_message_bytes: 64 << 20,
             batch_deadline_ms: 20_000,
+            max_batch_records: 100_000,
             require_credentials: true,
             analyze: true,
         }
@@ -102,6 +108,15 @@ pub struct ApiConfig {
     /// A MaxMind-format country database (`.mmdb`); the security view then
     /// breaks activity down by country. Empty: no breakdown.
     pub geoip_mmdb: String,
+    /// A file holding a token that `/metrics` requires as
+    /// `Authorization: Bearer <token>`; empty: `/metrics` is open to anyone
+    /// who can reach the HTTP listener (keep that listener on a private
+    /// network then).
+    pub metrics_token_file: String,
+    /// An HTTP connection that has not sent a request's complete headers
+    /// within this time, from connecting or since its last response, is
+    /// closed: it bounds slow and idle connections.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -115,6 +130,8 @@ impl Default for ApiConfig {
             tail_lookback_ms: 10_000,
             max_tails: 64,
             geoip_mmdb: String::new(),
+            metrics_token_file: String::new(),
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -451,6 +468,22 @@ impl Settings for Config {
         if self.api.max_execution_time_ms < 1000 {
             p.push("api.max_execution_time_ms: must be at least 1000".into());
         }
+        if !self.api.metrics_token_file.is_empty() {
+            match std::fs::read_to_string(&self.api.metrics_token_file) {
+                Ok(t) if t.trim().len() >= 16 => {}
+                Ok(_) => p.push(format!(
+                    "api.metrics_token_file: `{}` must hold a token of at least 16 characters",
+                    self.api.metrics_token_file
+                )),
+                Err(e) => p.push(format!(
+                    "api.metrics_token_file: cannot read `{}`: {e}",
+                    self.api.metrics_token_file
+                )),
+            }
+        }
+        if self.api.header_read_timeout_ms < 100 {
+            p.push("api.header_read_timeout_ms: must be at least 100".into());
+        }
         if !self.api.geoip_mmdb.is_empty() && !std::path::Path::new(&self.api.geoip_mmdb).is_file()
         {
             p.push(format!(
@@ -474,6 +507,9 @@ impl Settings for Config {
         }
         if self.ingest.batch_deadline_ms < 1000 {
             p.push("ingest.batch_deadline_ms: must be at least 1000".into());
+        }
+        if self.ingest.max_batch_records < 1000 {
+            p.push("ingest.max_batch_records: must be at least 1000".into());
         }
         let url = &self.clickhouse.url;
         if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -45,8 +45,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store_rx.clone(),
         config.ingest.require_credentials.then(|| Arc::clone(&auth)),
         collector_id.clone(),
-        Duration::from_millis(config.ingest.batch_deadline_ms),
-        config.ingest.analyze,
+        &config.ingest,
         Arc::clone(&metrics),
     );
     if !config.ingest.require_credentials {
@@ -107,17 +106,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let listener = bind(&config.api.http_listen, "HTTP").await?.into_std()?;
-    let app = http::router(Arc::clone(&service), Arc::clone(&metrics))
+    let metrics_token = match config.api.metrics_token_file.as_str() {
+        "" => None,
+        path => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read api.metrics_token_file `{path}`"))?
+                .trim()
+                .to_string(),
+        ),
+    };
+    let app = http::router(Arc::clone(&service), Arc::clone(&metrics), metrics_token)
         .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
+    let header_timeout = Duration::from_millis(config.api.header_read_timeout_ms);
     match &tls {
         Some(tls) => {
-            let server =
+            let mut server =
                 axum_server::from_tcp_rustls(listener, tls.http().await?).handle(handle.clone());
+            bound_connections(server.http_builder(), header_timeout);
             servers.spawn("HTTP", async move { server.serve(app).await });
         }
         None => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            let mut server = axum_server::from_tcp(listener).handle(handle.clone());
+            bound_connections(server.http_builder(), header_timeout);
             servers.spawn("HTTP", async move { server.serve(app).await });
         }
     }
@@ -202,6 +213,26 @@ impl Servers {
         });
         self.tasks.push((name, task));
     }
+}
+
+/// HTTP/1 connections that do not send a request's complete headers
+/// within `timeout` (from connecting, or since the last response) are
+/// closed: slow-header, dribbling and idle connections cannot pile up.
+/// HTTP/2 connections are pinged when idle and closed when they stop
+/// answering.
+fn bound_connections(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(timeout)
+        .keep_alive_timeout(timeout);
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<tokio::net::TcpListener> {

@@ -105,7 +105,31 @@ impl ApiError {
         }
     }
 
-    /// The message shown to the caller: the whole chain.
+    /// Whether the cause is inside the collector or ClickHouse, not in the
+    /// request: its details (ClickHouse's text, generated SQL) go to the
+    /// collector's log, never to the caller.
+    fn internal(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Store(e) | ApiError::Auth(AuthError::Store(e))
+                if !matches!(e, StoreError::TooExpensive)
+        )
+    }
+
+    /// The message shown to the caller: the whole chain for mistakes in
+    /// the request; for internal failures only what happened, with the
+    /// request id under which the log has the details.
+    pub fn message_for(&self, request_id: &str) -> String {
+        if self.internal() {
+            return format!(
+                "the collector could not complete this request (ClickHouse failed or is unreachable); retry later, \
+                 or ask an operator to look for request {request_id} in the collector's log"
+            );
+        }
+        self.message()
+    }
+
+    /// The whole chain of causes, for the log.
     pub fn message(&self) -> String {
         let mut s = self.to_string();
         let mut source = std::error::Error::source(self);
@@ -120,14 +144,25 @@ impl ApiError {
         s
     }
 
+    /// The response body, and for an internal failure the request id it
+    /// was logged under.
     pub fn body(&self) -> ErrorBody {
+        let request_id = self.internal().then(|| self.log_internal());
         ErrorBody {
             error: ErrorDetail {
                 code: self.mapping().code,
-                message: self.message(),
+                message: self.message_for(request_id.as_deref().unwrap_or("")),
                 position: self.position(),
+                request_id,
             },
         }
+    }
+
+    /// Logs an internal failure with its causes under a new request id.
+    fn log_internal(&self) -> String {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+        tracing::warn!(request_id = %id, error = %self.message(), "api request failed");
+        id
     }
 }
 
@@ -147,11 +182,15 @@ pub struct ErrorDetail {
     /// For `invalid_query`: the character position of the mistake.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<usize>,
+    /// For `unavailable`: the id under which the collector logged the cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> tonic::Status {
-        let mut message = e.message();
+        let request_id = e.internal().then(|| e.log_internal());
+        let mut message = e.message_for(request_id.as_deref().unwrap_or(""));
         if let Some(pos) = e.position() {
             message = format!("{message} (position {pos})");
         }
@@ -162,9 +201,6 @@ impl From<ApiError> for tonic::Status {
 impl axum::response::IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
         let status = self.mapping().http;
-        if status.is_server_error() {
-            tracing::warn!(error = %self.message(), "api request failed");
-        }
         let retry = self.retry_after_s();
         let mut resp = (status, axum::Json(self.body())).into_response();
         if let Some(s) = retry {
@@ -216,5 +252,31 @@ mod tests {
             };
             assert_eq!(m.http.as_u16(), expected, "{}", m.code);
         }
+    }
+
+    #[test]
+    fn internal_failures_keep_their_details_in_the_log() {
+        let e = ApiError::Store(StoreError::Decode(
+            "Code: 215. DB::Exception: any(host) is found in WHERE: SELECT agent_id".into(),
+        ));
+        let body = e.body();
+        let id = body.error.request_id.clone().expect("a request id");
+        assert!(body.error.message.contains(&id), "{}", body.error.message);
+        assert!(
+            !body.error.message.contains("SELECT"),
+            "{}",
+            body.error.message
+        );
+        assert!(
+            !body.error.message.contains("DB::Exception"),
+            "{}",
+            body.error.message
+        );
+        let status = tonic::Status::from(e);
+        assert!(!status.message().contains("SELECT"), "{}", status.message());
+        // A mistake in the request keeps its explanation and gets no id.
+        let e = ApiError::BadRequest("limit must be between 1 and 1000".into());
+        assert_eq!(e.body().error.message, "limit must be between 1 and 1000");
+        assert_eq!(e.body().error.request_id, None);
     }
 }

@@ -61,7 +61,12 @@ impl Modify for BearerAuth {
 }
 
 /// The router and the OpenAPI document describing it.
-pub fn router(service: Arc<Service>, metrics: Arc<Metrics>) -> Router {
+/// `metrics_token`: what `/metrics` requires as a bearer token, if anything.
+pub fn router(
+    service: Arc<Service>,
+    metrics: Arc<Metrics>,
+    metrics_token: Option<String>,
+) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(login))
         .routes(routes!(me))
@@ -102,14 +107,27 @@ pub fn router(service: Arc<Service>, metrics: Arc<Metrics>) -> Router {
         "/metrics",
         axum::routing::get({
             let metrics = Arc::clone(&metrics);
-            move || async move {
-                (
+            let token = metrics_token.map(Arc::<str>::from);
+            move |headers: HeaderMap| async move {
+                if let Some(token) = &token {
+                    let given = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or("");
+                    if !crate::auth::secrets::constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+                        return Err(ApiError::Auth(crate::auth::AuthError::Unauthenticated(
+                            "/metrics needs the token of api.metrics_token_file as `Authorization: Bearer`".into(),
+                        )));
+                    }
+                }
+                Ok((
                     [(
                         header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
                     metrics.render(),
-                )
+                ))
             }
         }),
     )
@@ -123,14 +141,24 @@ pub fn router(service: Arc<Service>, metrics: Arc<Metrics>) -> Router {
                     .extensions()
                     .get::<axum::extract::MatchedPath>()
                     .map_or_else(String::new, |p| p.as_str().to_string());
-                let method = req.method().to_string();
+                // A closed set: a client can make up methods, not series.
+                let method: &'static str = match req.method().as_str() {
+                    "GET" => "GET",
+                    "POST" => "POST",
+                    "PUT" => "PUT",
+                    "PATCH" => "PATCH",
+                    "DELETE" => "DELETE",
+                    "HEAD" => "HEAD",
+                    "OPTIONS" => "OPTIONS",
+                    _ => "other",
+                };
                 let started = std::time::Instant::now();
                 let response = next.run(req).await;
                 metrics
                     .api_request_seconds
                     .with_label_values(&[
                         route.as_str(),
-                        method.as_str(),
+                        method,
                         response.status().as_str(),
                     ])
                     .observe(started.elapsed().as_secs_f64());

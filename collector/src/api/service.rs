@@ -796,8 +796,19 @@ impl Service {
         row.deleted = 1;
         row.version = now_ns().max(row.version + 1);
         store.put_user(&row).await?;
+        // The API tokens the user minted go with the user; agent
+        // credentials belong to their tenant's hosts and stay.
+        let mut revoked = 0;
+        for mut token in store.credentials("api").await? {
+            if token.created_by == username && token.revoked == 0 {
+                token.revoked = 1;
+                token.version = now_ns().max(token.version + 1);
+                store.put_credential(&token).await?;
+                revoked += 1;
+            }
+        }
         self.auth.invalidate();
-        tracing::info!(username, by = %p.name, "user deleted");
+        tracing::info!(username, by = %p.name, tokens_revoked = revoked, "user deleted");
         Ok(())
     }
 

@@ -116,8 +116,13 @@ pub fn verify_session(token: &str, key: &[u8], now_s: u64) -> Result<Claims, Ses
     let rest = token
         .strip_prefix(SESSION_PREFIX)
         .ok_or(SessionError::Malformed)?;
-    let (body, sig) = rest.split_once('.').ok_or(SessionError::Malformed)?;
-    let sig = B64.decode(sig).map_err(|_| SessionError::Malformed)?;
+    let (body, sig_text) = rest.split_once('.').ok_or(SessionError::Malformed)?;
+    let sig = B64.decode(sig_text).map_err(|_| SessionError::Malformed)?;
+    // One encoding only: a MAC spelled another way (another alphabet,
+    // padding, stray bits) is not this token.
+    if B64.encode(&sig) != sig_text {
+        return Err(SessionError::Malformed);
+    }
     mac(key, body.as_bytes())
         .verify_slice(&sig)
         .map_err(|_| SessionError::BadSignature)?;
@@ -130,6 +135,12 @@ pub fn verify_session(token: &str, key: &[u8], now_s: u64) -> Result<Claims, Ses
         return Err(SessionError::Expired);
     }
     Ok(claims)
+}
+
+/// Whether `a` and `b` are equal, in time that depends on their lengths
+/// only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn mac(key: &[u8], data: &[u8]) -> Hmac<Sha256> {
@@ -191,6 +202,46 @@ mod tests {
             verify_session("lfs.garbage", key, 150),
             Err(SessionError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_session_token_has_one_spelling() {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
+        let key = b"k1";
+        let claims = Claims {
+            sub: "alice".into(),
+            iat: 100,
+            exp: 200,
+            pwd: password_tag("$argon2id$..."),
+        };
+        // Try until a MAC holds a byte that the alphabets spell apart.
+        for n in 0..64 {
+            let token = sign_session(
+                &Claims {
+                    iat: n,
+                    ..claims.clone()
+                },
+                key,
+            );
+            let (body, mac_text) = token.rsplit_once('.').expect("has a mac");
+            let mac = B64.decode(mac_text).expect("decodes");
+            for respelled in [
+                STANDARD.encode(&mac),
+                STANDARD_NO_PAD.encode(&mac),
+                URL_SAFE.encode(&mac),
+            ] {
+                if respelled != mac_text {
+                    assert_eq!(
+                        verify_session(&format!("{body}.{respelled}"), key, 150),
+                        Err(SessionError::Malformed),
+                        "{respelled}"
+                    );
+                }
+            }
+        }
+        assert!(constant_time_eq(b"same", b"same"));
+        assert!(!constant_time_eq(b"same", b"sane"));
+        assert!(!constant_time_eq(b"same", b"same!"));
     }
 
     #[test]

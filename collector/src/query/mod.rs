@@ -181,6 +181,22 @@ fn nonempty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// Most comma-separated values in one shorthand parameter (`service`,
+/// `trace_id`, …): checked before any SQL is built.
+pub const MAX_VALUES: usize = 100;
+
+/// A parameter is at most as long as a query.
+fn check_length(field: &str, value: &str) -> Result<(), QueryError> {
+    let n = value.chars().count();
+    if n > syntax::MAX_QUERY_CHARS {
+        return Err(invalid(format!(
+            "{field}: {n} characters, at most {}",
+            syntax::MAX_QUERY_CHARS
+        )));
+    }
+    Ok(())
+}
+
 /// `field:v1` OR `field:v2` … for a comma-separated shorthand parameter.
 fn shorthand(field: &str, values: &str) -> Expr {
     let terms: Vec<Expr> = values
@@ -220,6 +236,13 @@ impl SearchParams {
         ];
         for (field, value) in shorthands {
             if let Some(v) = nonempty(value) {
+                check_length(field, v)?;
+                let values = v.split(',').filter(|x| !x.trim().is_empty()).count();
+                if values > MAX_VALUES {
+                    return Err(invalid(format!(
+                        "{field}: {values} values, at most {MAX_VALUES}"
+                    )));
+                }
                 let sql = sql::to_sql(&shorthand(field, v), d).map_err(|e| match e {
                     QueryError::Invalid { message, .. } => invalid(format!("{field}: {message}")),
                 })?;
@@ -227,6 +250,7 @@ impl SearchParams {
             }
         }
         if let Some(text) = nonempty(&self.text) {
+            check_length("text", text)?;
             parts.push(sql::text_contains(text, d));
         }
         let order = match nonempty(&self.order) {
@@ -281,6 +305,42 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_780_000_000_000_000_000;
+
+    #[test]
+    fn long_parameters_are_refused_before_sql_is_built() {
+        let many = vec!["x"; MAX_VALUES + 1].join(",");
+        for params in [
+            SearchParams {
+                service: Some(many.clone()),
+                ..SearchParams::default()
+            },
+            SearchParams {
+                trace_id: Some(many),
+                ..SearchParams::default()
+            },
+            SearchParams {
+                text: Some("a".repeat(syntax::MAX_QUERY_CHARS + 1)),
+                ..SearchParams::default()
+            },
+            SearchParams {
+                q: Some("service:x ".repeat(1000)),
+                ..SearchParams::default()
+            },
+        ] {
+            let e = params.plan(NOW, Dialect::default()).expect_err("too long");
+            assert!(
+                e.to_string().contains("at most") || e.to_string().contains("longer than"),
+                "{e}"
+            );
+        }
+        let fits = vec!["x"; MAX_VALUES].join(",");
+        SearchParams {
+            service: Some(fits),
+            ..SearchParams::default()
+        }
+        .plan(NOW, Dialect::default())
+        .expect("at the limit");
+    }
 
     #[test]
     fn defaults_are_the_last_hour_newest_first() {
