@@ -23,6 +23,7 @@ pub mod config;
 pub mod decode;
 pub mod geoip;
 pub mod ingest;
+pub mod listen;
 pub mod metrics;
 pub mod offline;
 pub mod query;

@@ -25,6 +25,7 @@ use crate::api::{grpc, http, Service};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::ingest::Ingest;
+use crate::listen;
 use crate::store::Store;
 use crate::tls::Tls;
 
@@ -73,8 +74,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks: Vec::new(),
     };
 
+    let header_timeout = Duration::from_millis(config.api.header_read_timeout_ms);
     let listener = bind(&config.ingest.listen, "agents").await?;
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = listen::grpc_server(header_timeout);
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.grpc(true)).context("ingest TLS")?;
     }
@@ -89,7 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let listener = bind(&config.api.grpc_listen, "gRPC queries").await?;
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = listen::grpc_server(header_timeout);
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.grpc(false)).context("query TLS")?;
     }
@@ -118,17 +120,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let app = http::router(Arc::clone(&service), Arc::clone(&metrics), metrics_token)
         .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
-    let header_timeout = Duration::from_millis(config.api.header_read_timeout_ms);
     match &tls {
         Some(tls) => {
-            let mut server =
-                axum_server::from_tcp_rustls(listener, tls.http().await?).handle(handle.clone());
-            bound_connections(server.http_builder(), header_timeout);
+            let acceptor = listen::FirstByte {
+                inner: axum_server::tls_rustls::RustlsAcceptor::new(tls.http().await?),
+                timeout: header_timeout,
+            };
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle.clone());
+            listen::bound_http(server.http_builder(), header_timeout);
             servers.spawn("HTTP", async move { server.serve(app).await });
         }
         None => {
-            let mut server = axum_server::from_tcp(listener).handle(handle.clone());
-            bound_connections(server.http_builder(), header_timeout);
+            let acceptor = listen::FirstByte {
+                inner: axum_server::accept::DefaultAcceptor,
+                timeout: header_timeout,
+            };
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle.clone());
+            listen::bound_http(server.http_builder(), header_timeout);
             servers.spawn("HTTP", async move { server.serve(app).await });
         }
     }
@@ -213,26 +225,6 @@ impl Servers {
         });
         self.tasks.push((name, task));
     }
-}
-
-/// HTTP/1 connections that do not send a request's complete headers
-/// within `timeout` (from connecting, or since the last response) are
-/// closed: slow-header, dribbling and idle connections cannot pile up.
-/// HTTP/2 connections are pinged when idle and closed when they stop
-/// answering.
-fn bound_connections(
-    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-    timeout: Duration,
-) {
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(timeout);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(timeout)
-        .keep_alive_timeout(timeout);
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
