@@ -178,17 +178,57 @@ pub struct ClickHouse {
     proc: Proc,
 }
 
+/// Which ClickHouse the tests start: `LOGFERRY_CLICKHOUSE` is `18.16`
+/// (Debian's server, the default) or `26.9` (PyPI's chdb-core, run by
+/// `clickhouse/serve26.py` with the Python of `LOGFERRY_CHDB_PYTHON`).
+pub fn clickhouse_generation() -> &'static str {
+    match std::env::var("LOGFERRY_CLICKHOUSE").as_deref() {
+        Ok("26.9") => "26.9",
+        Ok("18.16") | Err(_) => "18.16",
+        Ok(other) => panic!("LOGFERRY_CLICKHOUSE is `{other}`; use 18.16 or 26.9"),
+    }
+}
+
 impl ClickHouse {
     pub fn start() -> ClickHouse {
-        let server = which("clickhouse-server").unwrap_or_else(|| {
-            panic!("clickhouse-server is not installed: apt-get install -y clickhouse-server clickhouse-client (the README's test command does it)")
-        });
         let dir = tempfile::Builder::new()
             .prefix("logferry-ch-")
             .tempdir()
             .expect("tempdir");
         let (http_port, tcp_port, inter_port) = (free_port(), free_port(), free_port());
         let d = dir.path().display();
+        if clickhouse_generation() == "26.9" {
+            let python = std::env::var("LOGFERRY_CHDB_PYTHON")
+                .unwrap_or_else(|_| "/var/tmp/logferry-chdb/bin/python".into());
+            assert!(
+                Path::new(&python).exists(),
+                "{python} is missing: the README's test command installs chdb-core into it"
+            );
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clickhouse/serve26.py");
+            let args = vec![
+                script.to_string(),
+                d.to_string(),
+                http_port.to_string(),
+                tcp_port.to_string(),
+            ];
+            let proc = Proc::new(
+                "clickhouse",
+                python.into(),
+                args,
+                dir.path().join("stdout.txt"),
+            );
+            let mut ch = ClickHouse {
+                dir,
+                http_port,
+                tcp_port,
+                proc,
+            };
+            ch.resume();
+            return ch;
+        }
+        let server = which("clickhouse-server").unwrap_or_else(|| {
+            panic!("clickhouse-server is not installed: apt-get install -y clickhouse-server clickhouse-client (the README's test command does it)")
+        });
         let args = vec![
             "--config-file=/etc/clickhouse-server/config.xml".to_string(),
             "--".into(),
@@ -386,6 +426,28 @@ impl Collector {
         }
     }
 
+    /// Waits until the collector has connected to ClickHouse: its HTTP API
+    /// answers an unknown token with 401 then (503 before). Plain-text
+    /// collectors only.
+    pub fn wait_connected(&self) {
+        let connected = wait_until(Duration::from_secs(60), || {
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http_port)) else {
+                return false;
+            };
+            let _ = s.write_all(
+                b"GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer lft_probe\r\nConnection: close\r\n\r\n",
+            );
+            let mut answer = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+            answer.starts_with("HTTP/1.1 401")
+        });
+        assert!(
+            connected,
+            "the collector never connected to ClickHouse: {}",
+            self.proc.log_text()
+        );
+    }
+
     pub fn endpoint(&self) -> String {
         format!("{}://127.0.0.1:{}", self.scheme(), self.port)
     }
@@ -526,10 +588,46 @@ pub fn seed_line(file: &str, n: u64) -> String {
     )
 }
 
+/// A request-shaped JSON line, as request-logging middleware and
+/// nginx-derived logs carry them: separate `method` and `path` (with query
+/// strings), `status_code`, and real browser and client user agents.
+pub fn request_line(n: u64) -> String {
+    const AGENTS: [&str; 5] = [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        "python-httpx/0.27.0",
+        "okhttp/4.12.0",
+    ];
+    let path = match n % 4 {
+        0 => format!("/api/v1/orders?page={}&limit=50", n % 40),
+        1 => format!("/api/v1/users/{n}/profile"),
+        2 => format!("/api/v1/products/search?q=item{}&sort=price", n % 97),
+        _ => "/healthz".to_string(),
+    };
+    format!(
+        "{{\"timestamp\":\"2026-08-21T00:{:02}:{:02}.{:03}Z\",\"level\":\"INFO\",\"logger\":\"app.api\",\
+         \"message\":\"request completed\",\"request_id\":\"{n:08x}a1b2c3d4e5f6\",\"duration_ms\":{}.125,\
+         \"status_code\":{},\"client_ip\":\"10.1.{}.{}\",\"user_agent\":\"{}\",\"event_type\":\"http_request\",\
+         \"method\":\"{}\",\"path\":\"{path}\",\"user_id\":\"user_{}\"}}",
+        (n / 60) % 60,
+        n % 60,
+        n % 1000,
+        n % 300,
+        if n.is_multiple_of(25) { 503 } else { 200 },
+        n % 250,
+        n % 254 + 1,
+        AGENTS[n as usize % AGENTS.len()],
+        if n.is_multiple_of(4) { "POST" } else { "GET" },
+        n % 25_000
+    )
+}
+
 /// A TCP proxy in front of a collector that loses acknowledgements: it
-/// forwards HTTP/2 frames both ways, and the first `drops` times a response
-/// HEADERS frame comes back (the collector has finished the call: the batch
-/// is stored) it cuts the connection instead, so the agent never hears of it.
+/// forwards HTTP/2 frames both ways, and the first `drops` times the
+/// HEADERS of a successful reply come back (the collector has finished the
+/// call: the batch is stored) it cuts the connection instead, so the agent
+/// never hears of it. Refusals (trailers-only replies) pass through.
 pub struct AckDropProxy {
     pub port: u16,
     pub dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -571,8 +669,14 @@ impl AckDropProxy {
                         if std::io::Read::read_exact(&mut from, &mut payload).is_err() {
                             break;
                         }
-                        let is_response = header[3] == 0x1 && stream != 0;
-                        if is_response
+                        // The HEADERS of a successful reply: the call has
+                        // finished and its batch is stored. An error is a
+                        // trailers-only reply (END_STREAM set on its
+                        // HEADERS): passed on, so every drop loses a real
+                        // acknowledgement.
+                        let end_stream = header[4] & 0x1 != 0;
+                        let is_ack = header[3] == 0x1 && stream != 0 && !end_stream;
+                        if is_ack
                             && budget
                                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
                                     b.checked_sub(1)

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use logferry_e2e::{
-    free_port, seed_line, wait_until, AckDropProxy, Agent, ClickHouse, Collector, TempDir,
+    free_port, json_source, request_line, seed_line, wait_until, AckDropProxy, Agent, ClickHouse,
+    Collector, TempDir,
 };
 use logferry_proto::push_service_client::PushServiceClient;
 use logferry_proto::{KeyValue, LogRecord, PushRequest};
@@ -98,6 +99,11 @@ fn a_lost_acknowledgement_never_duplicates_rows() {
     let ch = ClickHouse::start();
     let c1 = Collector::new(dir.path(), "collector1", &ch, "acks", "");
     let c2 = Collector::new(dir.path(), "collector2", &ch, "acks", "");
+    // Both ready before the agent ships: a batch refused while a collector
+    // is still connecting would send the agent to the other one, past the
+    // proxy, and no acknowledgement would be lost.
+    c1.wait_connected();
+    c2.wait_connected();
     let proxy = AckDropProxy::start(c1.port, 3);
     let sources = format!(
         "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\n",
@@ -264,7 +270,16 @@ fn bad_input_is_kept_marked_and_never_crashes_the_agent() {
         ch.count("SELECT count() FROM bad.logs"),
         agent.proc.log_text()
     );
-    assert_eq!(ch.count("SELECT count() FROM bad.logs"), want);
+    assert_eq!(
+        ch.count("SELECT count() FROM bad.logs"),
+        want,
+        "rows per file: {}\nrecords stored twice: {}\nbodies stored twice: {}\n{}\n{}",
+        ch.query("SELECT file_path, count() FROM bad.logs GROUP BY file_path ORDER BY file_path FORMAT TSV"),
+        ch.query("SELECT agent_id, seq, count() FROM bad.logs GROUP BY agent_id, seq HAVING count() > 1 FORMAT TSV"),
+        ch.query("SELECT substring(body, 1, 60), count() FROM bad.logs GROUP BY body HAVING count() > 1 LIMIT 20 FORMAT TSV"),
+        agent.proc.log_text(),
+        collector.proc.log_text()
+    );
     assert_eq!(
         ch.count("SELECT uniqExact(body) FROM bad.logs WHERE body LIKE 'doomed%'"),
         2000
@@ -290,4 +305,45 @@ fn bad_input_is_kept_marked_and_never_crashes_the_agent() {
     );
     assert!(agent.proc.is_running(), "{}", agent.proc.log_text());
     assert!(agent.proc.terminate() < Duration::from_secs(6));
+}
+
+/// An agent that finds a backlog of request-shaped lines, with every
+/// default on (stamping included), delivers all of it: no batch takes
+/// longer to store than its deadline, so none is retried for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_of_request_shaped_lines_drains_with_every_default() {
+    let dir = TempDir::new().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    const LINES: u64 = 150_000;
+    let mut text = String::new();
+    for n in 0..LINES {
+        text.push_str(&request_line(n));
+        text.push('\n');
+    }
+    append(&logs.join("api.log"), &text);
+    let ch = ClickHouse::start();
+    let collector = Collector::new(dir.path(), "collector", &ch, "backlog", "");
+    let agent = Agent::new(
+        dir.path(),
+        &[collector.endpoint()],
+        &json_source(&logs, ""),
+        "",
+    );
+    let stored = || ch.count("SELECT count() FROM backlog.logs");
+    assert!(
+        wait_until(Duration::from_secs(240), || stored() >= LINES),
+        "stored {} of {LINES}: {}\n{}",
+        stored(),
+        collector.proc.log_text(),
+        agent.proc.log_text()
+    );
+    assert_eq!(
+        ch.query("SELECT count(), uniqExact(seq) FROM backlog.logs FORMAT TSV")
+            .trim(),
+        format!("{LINES}\t{LINES}"),
+        "every line once"
+    );
+    let stamped = ch.count("SELECT count() FROM backlog.logs WHERE security_class != ''");
+    eprintln!("{stamped} of {LINES} rows stamped with a security class");
 }
