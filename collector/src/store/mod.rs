@@ -182,8 +182,14 @@ impl Store {
         base.query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", cfg.database))
             .execute()
             .await?;
+        let mut client = base.with_database(&cfg.database);
+        if version >= schema::ASYNC_INSERT {
+            // An acknowledgement means the rows are in a part: never let a
+            // server default (or a profile) buffer them asynchronously.
+            client = client.with_setting("async_insert", "0");
+        }
         let store = Store {
-            client: base.with_database(&cfg.database),
+            client,
             database: cfg.database.clone(),
             version,
         };

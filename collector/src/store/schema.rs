@@ -372,6 +372,12 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The first server version with the `async_insert` setting (21.11).
+pub const ASYNC_INSERT: ServerVersion = ServerVersion {
+    major: 21,
+    minor: 11,
+};
+
 /// The server version from which migration 4 (the body n-gram index) runs.
 pub const BODY_NGRAMS: ServerVersion = ServerVersion {
     major: 22,
