@@ -492,3 +492,53 @@ fn new_templates(rows: &mut [LogRow], collector_id: &str, go_on: impl Fn() -> bo
         unstamped,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn rows(n: usize) -> Vec<LogRow> {
+        (0..n)
+            .map(|i| LogRow {
+                body: format!("request {i} took {i} ms"),
+                http_path: "/api/v1/items?id=1".into(),
+                ..LogRow::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stamping_stops_when_told_and_counts_what_it_left() {
+        let mut all = rows(1000);
+        let stamped = new_templates(&mut all, "c1", || true);
+        assert_eq!(stamped.unstamped, 0);
+        assert!(all
+            .iter()
+            .all(|r| r.pattern_id != 0 && !r.security_class.is_empty()));
+        assert_eq!(stamped.templates.len(), 1, "one template, once");
+
+        // Asked every 256 rows: stopping at the second question leaves
+        // the rows from 256 on unstamped, and says how many.
+        let mut some = rows(1000);
+        let asked = Cell::new(0);
+        let stamped = new_templates(&mut some, "c1", || {
+            asked.set(asked.get() + 1);
+            asked.get() < 2
+        });
+        assert_eq!(stamped.unstamped, 744);
+        assert!(some[..256].iter().all(|r| r.pattern_id != 0));
+        assert!(some[256..]
+            .iter()
+            .all(|r| r.pattern_id == 0 && r.security_class.is_empty()));
+    }
+
+    #[test]
+    fn an_abandoned_attempt_raises_its_flag_when_dropped() {
+        let abandoned = Abandoned::default();
+        let flag = abandoned.flag();
+        assert!(!flag.load(Ordering::Relaxed));
+        drop(abandoned);
+        assert!(flag.load(Ordering::Relaxed));
+    }
+}
