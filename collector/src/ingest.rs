@@ -255,11 +255,23 @@ impl Ingest {
             });
         }
         if let Some(pending) = ledger.first() {
-            if pending.collector_id != self.collector_id && pending.deadline_ms > now_ms() {
+            // This collector's own earlier attempt counts too: it may have
+            // been dropped (the agent timed out) or have given up on its
+            // INSERT while ClickHouse still completes it.
+            if pending.deadline_ms + SETTLE_MS > now_ms() {
                 return Err(Status::unavailable(format!(
                     "this batch is being stored by collector {} until its deadline; retry later",
                     pending.collector_id
                 )));
+            }
+            if store
+                .inserts_running(&batch_query_ids(&tenant_label, &agent_id, first_seq))
+                .await
+                .map_err(unavailable)?
+            {
+                return Err(Status::unavailable(
+                    "an earlier attempt's insert of this batch is still running on the clickhouse server; retry later",
+                ));
             }
             let stored = store
                 .stored_seqs(&tenant_label, pending)
@@ -297,7 +309,12 @@ impl Ingest {
         }
         if !rows.is_empty() {
             let insert = Instant::now();
-            let inserted = store.insert_logs(&mut rows, remaining).await;
+            let query_ids = format!(
+                "{}{}",
+                batch_query_ids(&tenant_label, &entry.agent_id, first_seq),
+                uuid::Uuid::new_v4().simple()
+            );
+            let inserted = store.insert_logs(&mut rows, remaining, &query_ids).await;
             self.metrics
                 .clickhouse_insert_seconds
                 .observe(insert.elapsed().as_secs_f64());
@@ -436,6 +453,19 @@ impl IngestService for Ingest {
     }
 }
 
+/// The prefix of the query ids of a batch's INSERTs, the same on every
+/// collector: `lf-` and a hash of (tenant, agent id, first seq), then `-`.
+fn batch_query_ids(tenant: &str, agent_id: &str, first_seq: u64) -> String {
+    let key = format!("{tenant}\0{agent_id}\0{first_seq}");
+    format!("lf-{:016x}-", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+}
+
+/// How long past an attempt's deadline its INSERT may still land: an
+/// INSERT whose request ended at the deadline (timed out, or dropped with
+/// its attempt) can still be completed by the server. Only after this is a
+/// pending entry taken over and its missing rows looked up.
+const SETTLE_MS: u64 = 5_000;
+
 /// The share of `ingest.batch_deadline_ms` that stamping a batch may take.
 /// Stamping costs microseconds a record, so this is a bound for records
 /// built to be slow, not a limit that ordinary batches meet: it keeps every
@@ -531,6 +561,18 @@ mod tests {
         assert!(some[256..]
             .iter()
             .all(|r| r.pattern_id == 0 && r.security_class.is_empty()));
+    }
+
+    #[test]
+    fn a_batchs_query_ids_are_the_same_on_every_collector() {
+        let a = batch_query_ids("acme", "agent-1", 42);
+        assert_eq!(a, batch_query_ids("acme", "agent-1", 42));
+        assert!(
+            a.starts_with("lf-") && a.ends_with('-') && a.len() == 20,
+            "{a}"
+        );
+        assert_ne!(a, batch_query_ids("globex", "agent-1", 42));
+        assert_ne!(a, batch_query_ids("acme", "agent-1", 43));
     }
 
     #[test]

@@ -39,6 +39,78 @@ pub enum StoreError {
     Decode(String),
     #[error("the token signing key in table `signing_keys` is not hex; delete the row to make a new one")]
     CorruptKey,
+    #[error("clickhouse TLS: {0}")]
+    Tls(String),
+}
+
+/// The crate's client: its own for `http://` and for `https://` against
+/// the system roots; for a configured CA bundle or client certificate, one
+/// built on rustls with them.
+fn http_client(cfg: &ClickHouseConfig) -> Result<Client, StoreError> {
+    if cfg.ca_file.is_empty() && cfg.cert_file.is_empty() {
+        return Ok(Client::default());
+    }
+    let tls = |e: &dyn std::fmt::Display| StoreError::Tls(e.to_string());
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|e| StoreError::Tls(format!("cannot read {path}: {e}")))
+    };
+    let pems = |path: &str| -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, StoreError> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::pem_slice_iter(&read(path)?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Tls(format!("{path}: {e}")))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if cfg.ca_file.is_empty() {
+        let (_, skipped) = roots.add_parsable_certificates(native_roots()?);
+        if skipped > 0 {
+            tracing::debug!(skipped, "system root certificates rustls cannot use");
+        }
+    } else {
+        for cert in pems(&cfg.ca_file)? {
+            roots.add(cert).map_err(|e| tls(&e))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_root_certificates(roots);
+    let config = if cfg.cert_file.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        use rustls::pki_types::pem::PemObject;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&read(&cfg.key_file)?)
+            .map_err(|e| StoreError::Tls(format!("{}: {e}", cfg.key_file)))?;
+        builder
+            .with_client_auth_cert(pems(&cfg.cert_file)?, key)
+            .map_err(|e| tls(&e))?
+    };
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build(connector);
+    Ok(Client::with_http_client(client))
+}
+
+/// The system's trusted roots (for a client certificate without a CA
+/// bundle).
+fn native_roots() -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, StoreError> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        return Err(StoreError::Tls(format!(
+            "no system root certificates: {:?}; set clickhouse.ca_file",
+            found.errors
+        )));
+    }
+    Ok(found.certs)
 }
 
 pub fn now_ns() -> u64 {
@@ -164,7 +236,7 @@ impl Store {
     /// Connects, checks the server version, creates the database and runs
     /// the migrations this server supports.
     pub async fn open(cfg: &ClickHouseConfig) -> Result<Store, StoreError> {
-        let base = Client::default()
+        let base = http_client(cfg)?
             .with_url(&cfg.url)
             .with_user(&cfg.user)
             .with_password(&cfg.password)
@@ -250,16 +322,22 @@ impl Store {
     /// that touches more than 100 partitions, and a backfill or garbage
     /// timestamps can span that many. If only some statements land, the
     /// ledger's recovery inserts the rest (see `ingest`).
+    ///
+    /// Each statement runs under the query id `{query_ids}-{n}`, so that
+    /// a later attempt can see whether it is still running on the server
+    /// (`Store::inserts_running`).
     pub async fn insert_logs(
         &self,
         rows: &mut [LogRow],
         timeout: Duration,
+        query_ids: &str,
     ) -> Result<(), StoreError> {
-        for group in day_groups(rows) {
+        for (n, group) in day_groups(rows).into_iter().enumerate() {
             let mut insert = self
                 .client
                 .insert::<LogRow>("logs")
                 .await?
+                .with_setting("query_id", format!("{query_ids}-{n}"))
                 .with_timeouts(Some(timeout), Some(timeout));
             for row in group {
                 insert.write(row).await?;
@@ -312,6 +390,19 @@ impl Store {
 
     pub async fn register_agent(&self, id: &AgentId) -> Result<(), StoreError> {
         self.insert_one("agent_ids", id).await
+    }
+
+    /// Whether a statement whose query id starts with `prefix` is running
+    /// on the server: an INSERT that its collector gave up on (timeout,
+    /// dropped attempt) can still be writing parts.
+    pub async fn inserts_running(&self, prefix: &str) -> Result<bool, StoreError> {
+        let n: u64 = self
+            .client
+            .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
+            .bind(prefix)
+            .fetch_one()
+            .await?;
+        Ok(n > 0)
     }
 
     pub async fn record_batch(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
