@@ -179,11 +179,18 @@ pub struct TlsConfig {
 #[derive(Clone, Deserialize)]
 #[serde(default)]
 pub struct ClickHouseConfig {
-    /// HTTP interface of the server.
+    /// HTTP interface of the server; `https://` verifies the server's
+    /// certificate against the system roots, or `ca_file`.
     pub url: String,
     pub database: String,
     pub user: String,
     pub password: String,
+    /// PEM CA bundle to verify an `https://` server with, instead of the
+    /// system roots.
+    pub ca_file: String,
+    /// PEM client certificate and key, for servers that ask for one.
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 impl std::fmt::Debug for ClickHouseConfig {
@@ -193,7 +200,9 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &"<redacted>")
-            .finish()
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -204,6 +213,9 @@ impl Default for ClickHouseConfig {
             database: "logferry".into(),
             user: "default".into(),
             password: String::new(),
+            ca_file: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
         }
     }
 }
@@ -516,6 +528,28 @@ impl Settings for Config {
             p.push(format!(
                 "clickhouse.url: `{url}` must be an http:// or https:// URL of the HTTP interface"
             ));
+        }
+        let ch = &self.clickhouse;
+        let tls_files = [
+            ("ca_file", &ch.ca_file),
+            ("cert_file", &ch.cert_file),
+            ("key_file", &ch.key_file),
+        ];
+        for (key, path) in tls_files {
+            if path.is_empty() {
+                continue;
+            }
+            if !url.starts_with("https://") {
+                p.push(format!(
+                    "clickhouse.{key}: needs an https:// clickhouse.url"
+                ));
+            }
+            if let Err(e) = std::fs::read(path) {
+                p.push(format!("clickhouse.{key}: cannot read `{path}`: {e}"));
+            }
+        }
+        if ch.cert_file.is_empty() != ch.key_file.is_empty() {
+            p.push("clickhouse: cert_file and key_file go together".into());
         }
         let db = &self.clickhouse.database;
         if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {

@@ -248,7 +248,8 @@ async fn connect(config: Config, tx: watch::Sender<Option<Store>>, shutdown: Can
                 return;
             }
             Err(e) => {
-                warn!(url = %config.clickhouse.url, error = format!("{:#}", anyhow::Error::from(e)), "cannot reach clickhouse; retrying");
+                let hint = e.hint().unwrap_or("");
+                warn!(url = %config.clickhouse.url, hint, error = format!("{:#}", anyhow::Error::from(e)), "cannot reach clickhouse; retrying");
             }
         }
         tokio::select! {

@@ -8,7 +8,7 @@ from its working directory), starts both listeners, and serves until
 SIGTERM or SIGINT, which it turns into a line written to a FIFO that the
 blocking statement is reading.
 
-usage: serve26.py DIR HTTP_PORT TCP_PORT [USER PASSWORD]
+usage: serve26.py DIR HTTP_PORT TCP_PORT
 """
 import os
 import signal
@@ -16,17 +16,7 @@ import sys
 import threading
 
 
-def config(dir_, http_port, tcp_port, user, password):
-    extra_user = ""
-    if user:
-        extra_user = f"""
-      <{user}>
-        <password>{password}</password>
-        <networks><ip>::/0</ip></networks>
-        <profile>default</profile>
-        <quota>default</quota>
-        <access_management>1</access_management>
-      </{user}>"""
+def config(dir_, http_port, tcp_port):
     return f"""<clickhouse>
   <listen_host>127.0.0.1</listen_host>
   <http_port>{http_port}</http_port>
@@ -52,7 +42,7 @@ def config(dir_, http_port, tcp_port, user, password):
       <profile>default</profile>
       <quota>default</quota>
       <access_management>1</access_management>
-    </default>{extra_user}
+    </default>
   </users>
 </clickhouse>
 """
@@ -61,11 +51,10 @@ def config(dir_, http_port, tcp_port, user, password):
 def main():
     dir_ = os.path.abspath(sys.argv[1])
     http_port, tcp_port = int(sys.argv[2]), int(sys.argv[3])
-    user, password = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else ("", "")
     for sub in ("data", "user_files", "tmp", "empty"):
         os.makedirs(os.path.join(dir_, sub), exist_ok=True)
     with open(os.path.join(dir_, "config.xml"), "w") as f:
-        f.write(config(dir_, http_port, tcp_port, user, password))
+        f.write(config(dir_, http_port, tcp_port))
     stop = os.path.join(dir_, "stop.fifo")
     if not os.path.exists(stop):
         os.mkfifo(stop)

@@ -175,6 +175,8 @@ pub struct ClickHouse {
     pub dir: TempDir,
     pub http_port: u16,
     pub tcp_port: u16,
+    /// With `start_https`: the HTTPS port.
+    pub https_port: Option<u16>,
     proc: Proc,
 }
 
@@ -191,13 +193,25 @@ pub fn clickhouse_generation() -> &'static str {
 
 impl ClickHouse {
     pub fn start() -> ClickHouse {
+        ClickHouse::start_with(None)
+    }
+
+    /// An 18.16 server that also serves HTTPS with this certificate and
+    /// key, whichever generation `LOGFERRY_CLICKHOUSE` names: the 26.9 of
+    /// chdb-core (clickhouse-local) cannot listen on HTTPS.
+    pub fn start_https(cert: &Path, key: &Path) -> ClickHouse {
+        ClickHouse::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> ClickHouse {
+        let https_port = tls.map(|_| free_port());
         let dir = tempfile::Builder::new()
             .prefix("logferry-ch-")
             .tempdir()
             .expect("tempdir");
         let (http_port, tcp_port, inter_port) = (free_port(), free_port(), free_port());
         let d = dir.path().display();
-        if clickhouse_generation() == "26.9" {
+        if clickhouse_generation() == "26.9" && tls.is_none() {
             let python = std::env::var("LOGFERRY_CHDB_PYTHON")
                 .unwrap_or_else(|_| "/var/tmp/logferry-chdb/bin/python".into());
             assert!(
@@ -221,6 +235,7 @@ impl ClickHouse {
                 dir,
                 http_port,
                 tcp_port,
+                https_port,
                 proc,
             };
             ch.resume();
@@ -229,7 +244,7 @@ impl ClickHouse {
         let server = which("clickhouse-server").unwrap_or_else(|| {
             panic!("clickhouse-server is not installed: apt-get install -y clickhouse-server clickhouse-client (the README's test command does it)")
         });
-        let args = vec![
+        let mut args = vec![
             "--config-file=/etc/clickhouse-server/config.xml".to_string(),
             "--".into(),
             format!("--path={d}/data/"),
@@ -242,11 +257,20 @@ impl ClickHouse {
             format!("--logger.log={d}/log.txt"),
             format!("--logger.errorlog={d}/err.txt"),
         ];
+        if let (Some(port), Some((cert, key))) = (https_port, tls) {
+            args.extend([
+                format!("--https_port={port}"),
+                format!("--openSSL.server.certificateFile={}", cert.display()),
+                format!("--openSSL.server.privateKeyFile={}", key.display()),
+                "--openSSL.server.dhParamsFile=".to_string(),
+            ]);
+        }
         let proc = Proc::new("clickhouse", server, args, dir.path().join("stdout.txt"));
         let mut ch = ClickHouse {
             dir,
             http_port,
             tcp_port,
+            https_port,
             proc,
         };
         ch.resume();
@@ -383,6 +407,20 @@ impl Collector {
         security: Security,
         extra: &str,
     ) -> Collector {
+        let clickhouse = format!("url = \"{}\"\ndatabase = \"{database}\"", ch.url());
+        Collector::with_clickhouse(port, dir, name, &clickhouse, security, extra)
+    }
+
+    /// A collector whose `[clickhouse]` table holds `clickhouse` (its
+    /// `url`, `database` and TLS keys).
+    pub fn with_clickhouse(
+        port: u16,
+        dir: &Path,
+        name: &str,
+        clickhouse: &str,
+        security: Security,
+        extra: &str,
+    ) -> Collector {
         let (http_port, grpc_port) = (free_port(), free_port());
         let config = write_config(
             dir,
@@ -392,12 +430,11 @@ impl Collector {
                  require_credentials = {}\n{}\n\
                  [api]\nhttp_listen = \"127.0.0.1:{http_port}\"\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\n\
                  tail_poll_interval_ms = 200\n{}\n[tls]\n{}\n\
-                 [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n[log]\nlevel = \"info\"\n{extra}",
-                                security.require_credentials,
+                 [clickhouse]\n{clickhouse}\n[log]\nlevel = \"info\"\n{extra}",
+                security.require_credentials,
                 security.ingest,
                 security.api,
                 security.tls,
-                ch.url()
             ),
         );
         let proc = Proc::new(

@@ -222,3 +222,81 @@ async fn plain_text_and_wrong_certificates_are_refused() {
         .status
         .is_success());
 }
+
+/// The collector reaches ClickHouse over HTTPS, verified against a
+/// configured CA bundle, and ships through it; a server certificate it
+/// cannot verify and a plain-text port given as `https://` each keep it
+/// from connecting, with a log line that names the cause.
+#[test]
+fn the_collector_reaches_clickhouse_over_https_and_refuses_what_it_cannot_verify() {
+    let dir = logferry_e2e::TempDir::new().expect("tempdir");
+    let certs = Certs::generate(dir.path(), "clickhouse");
+    let ch = logferry_e2e::ClickHouse::start_https(&certs.server_cert, &certs.server_key);
+    let https = format!(
+        "https://127.0.0.1:{}",
+        ch.https_port.expect("an HTTPS port")
+    );
+    let open = logferry_e2e::OPEN;
+    let port = logferry_e2e::free_port();
+    let trusted = Collector::with_clickhouse(
+        port,
+        dir.path(),
+        "trusted",
+        &format!(
+            "url = \"{https}\"\ndatabase = \"over_tls\"\nca_file = \"{}\"",
+            certs.ca.display()
+        ),
+        open,
+        "",
+    );
+    trusted.wait_connected();
+    let _agent = agent(dir.path(), "tls", &trusted.endpoint(), 200, "");
+    assert!(
+        wait_until(Duration::from_secs(30), || ch
+            .count("SELECT count() FROM over_tls.logs")
+            == 200),
+        "{}",
+        trusted.proc.log_text()
+    );
+
+    // The same server with the system roots only: its test CA is unknown.
+    let untrusted = Collector::with_clickhouse(
+        logferry_e2e::free_port(),
+        dir.path(),
+        "untrusted",
+        &format!("url = \"{https}\"\ndatabase = \"untrusted\""),
+        open,
+        "",
+    );
+    // A plain-text port named https://.
+    let plain = Collector::with_clickhouse(
+        logferry_e2e::free_port(),
+        dir.path(),
+        "plain",
+        &format!(
+            "url = \"https://127.0.0.1:{}\"\ndatabase = \"plain\"\nca_file = \"{}\"",
+            ch.http_port,
+            certs.ca.display()
+        ),
+        open,
+        "",
+    );
+    for (collector, cause) in [(&untrusted, "certificate"), (&plain, "TLS")] {
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                collector
+                    .proc
+                    .log_text()
+                    .lines()
+                    .any(|l| l.contains("cannot reach clickhouse") && l.contains(cause))
+            }),
+            "a log line naming the cause ({cause}): {}",
+            collector.proc.log_text()
+        );
+    }
+    assert_eq!(
+        ch.count("SELECT count() FROM system.databases WHERE name IN ('untrusted', 'plain')"),
+        0,
+        "neither reached the server"
+    );
+}

@@ -43,6 +43,36 @@ pub enum StoreError {
     Tls(String),
 }
 
+impl StoreError {
+    /// What a connection failure most likely means, in the operator's
+    /// terms, when its chain of causes shows it.
+    pub fn hint(&self) -> Option<&'static str> {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        if text.contains("InvalidContentType") || text.contains("corrupt message") {
+            Some("the server does not answer TLS on this port: use http:// for a plain-text port, or the server's https_port")
+        } else if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
+            Some("the server's certificate is not trusted: set clickhouse.ca_file to the CA bundle that signed it")
+        } else if [
+            "Code: 516",
+            "Code: 192",
+            "Code: 193",
+            "Authentication failed",
+        ]
+        .iter()
+        .any(|c| text.contains(c))
+        {
+            Some("ClickHouse refused the user or password (clickhouse.user, clickhouse.password)")
+        } else {
+            None
+        }
+    }
+}
+
 /// The crate's client: its own for `http://` and for `https://` against
 /// the system roots; for a configured CA bundle or client certificate, one
 /// built on rustls with them.
