@@ -1,8 +1,9 @@
 //! What every listener bounds, so that slow, idle and half-open
-//! connections cannot pile up: HTTP/1 connections must send a request's
-//! complete headers within a timeout (from connecting, and again after each
-//! response), every connection must send its first byte within that time
-//! (hyper's protocol detection would otherwise wait for ever), and HTTP/2
+//! connections cannot pile up: every connection, on the HTTP and both gRPC
+//! ports, must send its first byte within `api.header_read_timeout_ms`
+//! (protocol detection and the HTTP/2 preface would otherwise wait for
+//! ever); HTTP/1 connections must send a request's complete headers within
+//! that time (from connecting, and again after each response); and HTTP/2
 //! connections, gRPC's included, are pinged when idle and closed when a
 //! ping goes unanswered.
 
@@ -64,13 +65,7 @@ where
         let timeout = self.timeout;
         Box::pin(async move {
             let (stream, service) = accepted.await?;
-            Ok((
-                FirstRead {
-                    inner: stream,
-                    deadline: Some(Box::pin(tokio::time::sleep(timeout))),
-                },
-                service,
-            ))
+            Ok((FirstRead::new(stream, timeout), service))
         })
     }
 }
@@ -81,6 +76,34 @@ where
 pub struct FirstRead<S> {
     inner: S,
     deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> FirstRead<S> {
+    pub fn new(inner: S, timeout: Duration) -> FirstRead<S> {
+        FirstRead {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+        }
+    }
+}
+
+/// A gRPC listener's connections, each closed if it sends nothing within
+/// `timeout` (TLS, when configured, is layered on top by tonic).
+pub fn grpc_incoming(
+    listener: tokio::net::TcpListener,
+    timeout: Duration,
+) -> impl futures_util::Stream<Item = io::Result<FirstRead<tokio::net::TcpStream>>> {
+    use futures_util::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+        .map(move |accepted| accepted.map(|stream| FirstRead::new(stream, timeout)))
+}
+
+impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for FirstRead<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FirstRead<S> {

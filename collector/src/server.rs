@@ -17,7 +17,6 @@ use anyhow::Context;
 use logferry_proto::ingest_service_server::IngestServiceServer;
 use logferry_proto::query_service_server::QueryServiceServer;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -85,7 +84,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         builder
             .add_service(ingest_service)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                listen::grpc_incoming(listener, header_timeout),
                 stop_serving.clone().cancelled_owned(),
             ),
     );
@@ -102,7 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 &service,
             ))))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                listen::grpc_incoming(listener, header_timeout),
                 stop_serving.clone().cancelled_owned(),
             ),
     );

@@ -136,8 +136,19 @@ async fn slow_and_idle_connections_are_closed() {
         .expect("clone")
         .write_all(b"GET / HTTP/1.1\r\n")
         .expect("write");
+    // Idle connections to the gRPC ports: ingest and queries.
+    let idle_ingest = TcpStream::connect(("127.0.0.1", stack.collector.port)).expect("connect");
+    let idle_query = TcpStream::connect(("127.0.0.1", stack.collector.grpc_port)).expect("connect");
     let limit = Duration::from_secs(8);
     let (a, b, c) = tokio::task::spawn_blocking(move || {
+        assert!(
+            closed_within(idle_ingest, limit, |_| {}),
+            "an idle ingest connection stayed open"
+        );
+        assert!(
+            closed_within(idle_query, limit, |_| {}),
+            "an idle gRPC query connection stayed open"
+        );
         let a = closed_within(idle, limit, |_| {});
         let b = closed_within(partial, limit, |_| {});
         let mut last = Instant::now();
@@ -163,9 +174,36 @@ async fn slow_and_idle_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_speak_the_callers_terms_and_metrics_stay_bounded() {
-    let stack = Stack::start("hardening_errors", None, "").await;
+    let token_dir = logferry_e2e::TempDir::new().expect("tempdir");
+    let token_file = token_dir.path().join("metrics.token");
+    std::fs::write(&token_file, "metrics-scrape-token-0123456789\n").expect("token");
+    let stack = Stack::start(
+        "hardening_errors",
+        None,
+        &format!("metrics_token_file = \"{}\"\n", token_file.display()),
+    )
+    .await;
     let http = &stack.http;
     let admin = &stack.admin;
+    let scrape = |token: Option<&'static str>| {
+        let mut req = http.client.get(format!("{}/metrics", http.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(
+        scrape(None).await.expect("sent").status(),
+        StatusCode::UNAUTHORIZED,
+        "/metrics needs its token"
+    );
+    assert_eq!(
+        scrape(Some("wrong-token-0123456789"))
+            .await
+            .expect("sent")
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     // Invented methods make no new series.
     for i in 0..20 {
@@ -177,10 +215,7 @@ async fn errors_speak_the_callers_terms_and_metrics_stay_bounded() {
             .await
             .expect("sent");
     }
-    let metrics = http
-        .client
-        .get(format!("{}/metrics", http.base))
-        .send()
+    let metrics = scrape(Some("metrics-scrape-token-0123456789"))
         .await
         .expect("metrics");
     assert_eq!(metrics.status(), StatusCode::OK);
