@@ -211,7 +211,7 @@ impl ClickHouse {
             .expect("tempdir");
         let (http_port, tcp_port, inter_port) = (free_port(), free_port(), free_port());
         let d = dir.path().display();
-        if clickhouse_generation() == "26.9" && tls.is_none() {
+        let (program, args) = if clickhouse_generation() == "26.9" && tls.is_none() {
             let python = std::env::var("LOGFERRY_CHDB_PYTHON")
                 .unwrap_or_else(|_| "/var/tmp/logferry-chdb/bin/python".into());
             assert!(
@@ -225,47 +225,35 @@ impl ClickHouse {
                 http_port.to_string(),
                 tcp_port.to_string(),
             ];
-            let proc = Proc::new(
-                "clickhouse",
-                python.into(),
-                args,
-                dir.path().join("stdout.txt"),
-            );
-            let mut ch = ClickHouse {
-                dir,
-                http_port,
-                tcp_port,
-                https_port,
-                proc,
-            };
-            ch.resume();
-            return ch;
-        }
-        let server = which("clickhouse-server").unwrap_or_else(|| {
-            panic!("clickhouse-server is not installed: apt-get install -y clickhouse-server clickhouse-client (the README's test command does it)")
-        });
-        let mut args = vec![
-            "--config-file=/etc/clickhouse-server/config.xml".to_string(),
-            "--".into(),
-            format!("--path={d}/data/"),
-            format!("--tmp_path={d}/tmp/"),
-            format!("--user_files_path={d}/user_files/"),
-            format!("--format_schema_path={d}/fs/"),
-            format!("--http_port={http_port}"),
-            format!("--tcp_port={tcp_port}"),
-            format!("--interserver_http_port={inter_port}"),
-            format!("--logger.log={d}/log.txt"),
-            format!("--logger.errorlog={d}/err.txt"),
-        ];
-        if let (Some(port), Some((cert, key))) = (https_port, tls) {
-            args.extend([
-                format!("--https_port={port}"),
-                format!("--openSSL.server.certificateFile={}", cert.display()),
-                format!("--openSSL.server.privateKeyFile={}", key.display()),
-                "--openSSL.server.dhParamsFile=".to_string(),
-            ]);
-        }
-        let proc = Proc::new("clickhouse", server, args, dir.path().join("stdout.txt"));
+            (PathBuf::from(python), args)
+        } else {
+            let server = which("clickhouse-server").unwrap_or_else(|| {
+                panic!("clickhouse-server is not installed: apt-get install -y clickhouse-server clickhouse-client (the README's test command does it)")
+            });
+            let mut args = vec![
+                "--config-file=/etc/clickhouse-server/config.xml".to_string(),
+                "--".into(),
+                format!("--path={d}/data/"),
+                format!("--tmp_path={d}/tmp/"),
+                format!("--user_files_path={d}/user_files/"),
+                format!("--format_schema_path={d}/fs/"),
+                format!("--http_port={http_port}"),
+                format!("--tcp_port={tcp_port}"),
+                format!("--interserver_http_port={inter_port}"),
+                format!("--logger.log={d}/log.txt"),
+                format!("--logger.errorlog={d}/err.txt"),
+            ];
+            if let (Some(port), Some((cert, key))) = (https_port, tls) {
+                args.extend([
+                    format!("--https_port={port}"),
+                    format!("--openSSL.server.certificateFile={}", cert.display()),
+                    format!("--openSSL.server.privateKeyFile={}", key.display()),
+                    "--openSSL.server.dhParamsFile=".to_string(),
+                ]);
+            }
+            (server, args)
+        };
+        let proc = Proc::new("clickhouse", program, args, dir.path().join("stdout.txt"));
         let mut ch = ClickHouse {
             dir,
             http_port,

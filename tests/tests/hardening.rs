@@ -248,30 +248,34 @@ async fn errors_speak_the_callers_terms_and_metrics_stay_bounded() {
     let mut grpc = QueryServiceClient::connect(stack.collector.grpc_url())
         .await
         .expect("grpc");
-    let mut request = tonic::Request::new(SearchRequest {
-        trace_id: (0..20_000)
-            .map(|i| format!("{i:032x}"))
-            .collect::<Vec<_>>()
-            .join(","),
-        ..Default::default()
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {admin}").parse().expect("ascii"),
-    );
-    let status = grpc.search(request).await.expect_err("too many trace ids");
+    let authed = |search: SearchRequest| {
+        let mut request = tonic::Request::new(search);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {admin}").parse().expect("ascii"),
+        );
+        request
+    };
+    let status = grpc
+        .search(authed(SearchRequest {
+            trace_id: (0..20_000)
+                .map(|i| format!("{i:032x}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            ..Default::default()
+        }))
+        .await
+        .expect_err("too many trace ids");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("at most"), "{status:?}");
     // A 300 KB text term, which no URL carries, over gRPC.
-    let mut request = tonic::Request::new(SearchRequest {
-        text: "a".repeat(300_000),
-        ..Default::default()
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {admin}").parse().expect("ascii"),
-    );
-    let status = grpc.search(request).await.expect_err("a 300 KB term");
+    let status = grpc
+        .search(authed(SearchRequest {
+            text: "a".repeat(300_000),
+            ..Default::default()
+        }))
+        .await
+        .expect_err("a 300 KB term");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(
         status
