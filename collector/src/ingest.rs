@@ -270,7 +270,7 @@ impl Ingest {
                 .map_err(unavailable)?
             {
                 return Err(Status::unavailable(
-                    "an earlier attempt's insert of this batch is still running on the clickhouse server; retry later",
+                    "an earlier attempt's insert of this batch is still being stored by the clickhouse server; retry later",
                 ));
             }
             let stored = store
