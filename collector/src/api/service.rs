@@ -286,6 +286,13 @@ fn check_password(p: &str) -> Result<(), ApiError> {
             "passwords need at least {MIN_PASSWORD_CHARS} characters"
         )));
     }
+    // A login considers no longer password: one could never be used.
+    if p.len() > crate::auth::MAX_PASSWORD_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "passwords are at most {} bytes",
+            crate::auth::MAX_PASSWORD_BYTES
+        )));
+    }
     Ok(())
 }
 
@@ -924,4 +931,19 @@ pub fn new_user_row(req: NewUser) -> Result<UserRow, ApiError> {
         created_at: now_s(),
         version: now_ns(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_long_enough_and_short_enough_to_log_in_with() {
+        assert!(check_password("short").is_err());
+        assert!(check_password("a long passphrase").is_ok());
+        assert!(check_password(&"x".repeat(crate::auth::MAX_PASSWORD_BYTES)).is_ok());
+        let e = check_password(&"x".repeat(crate::auth::MAX_PASSWORD_BYTES + 1))
+            .expect_err("longer than a login reads");
+        assert!(e.to_string().contains("at most"), "{e}");
+    }
 }
