@@ -1,13 +1,15 @@
 //! gRPC ingest (`logferry.v1.IngestService`): store each batch exactly once.
 //!
-//! A batch is identified by (agent id, first sequence number) and its rows by
-//! (agent id, sequence number). The ledger table `ingest_batches` records,
-//! per batch, a *pending* entry (who is storing it, until when) before its
-//! rows are inserted and a *committed* entry after. For each batch:
+//! A batch is identified by (tenant, agent id, first sequence number), the
+//! tenant being its credential's, and its rows by (tenant, agent id,
+//! sequence number). The ledger table `ingest_batches` records, per batch,
+//! a *pending* entry (who is storing it, until when) before its rows are
+//! inserted and a *committed* entry after. For each batch:
 //!
 //! 1. committed in the ledger: answer `duplicate`, write nothing;
-//! 2. pending, by another attempt whose deadline has not passed: answer
-//!    UNAVAILABLE; the agent retries later;
+//! 2. pending, by an attempt (this collector's own included) whose deadline
+//!    plus `SETTLE_MS` has not passed, or whose INSERT still runs on the
+//!    server: answer UNAVAILABLE; the agent retries later;
 //! 3. pending, expired (an attempt died mid-way): insert only the rows whose
 //!    sequence numbers are not in `logs` yet, then commit;
 //! 4. absent: write pending, insert all rows, commit.
@@ -27,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use logferry_daemon::error_chain;
 use logferry_proto::ingest_service_server::IngestService;
 use logferry_proto::{ExportRequest, ExportResponse};
 use tokio::sync::watch;
@@ -97,17 +100,6 @@ fn unavailable(e: StoreError) -> Status {
         "clickhouse unavailable, retry later: {}",
         error_chain(&e)
     ))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 impl Ingest {

@@ -38,6 +38,18 @@ pub struct ConfigError {
 
 /// Parses TOML into the settings and the unknown keys found, all of them
 /// rather than the first. Fails only on syntax and type errors.
+/// An error and its chain of causes on one line (`a: b: c`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
 pub fn parse<T: DeserializeOwned>(text: &str) -> Result<(T, Vec<String>), Vec<String>> {
     let mut unknown = Vec::new();
     let de = toml::Deserializer::parse(text).map_err(|e| vec![e.to_string()])?;

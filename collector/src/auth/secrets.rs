@@ -167,15 +167,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn session_tokens_are_signed_and_expire() {
-        let key = b"k1";
-        let claims = Claims {
+    fn alice() -> Claims {
+        Claims {
             sub: "alice".into(),
             iat: 100,
             exp: 200,
             pwd: password_tag("$argon2id$..."),
-        };
+        }
+    }
+
+    #[test]
+    fn session_tokens_are_signed_and_expire() {
+        let key = b"k1";
+        let claims = alice();
         let token = sign_session(&claims, key);
         assert!(is_session_token(&token));
         assert_eq!(verify_session(&token, key, 150), Ok(claims.clone()));
@@ -208,12 +212,7 @@ mod tests {
     fn a_session_token_has_one_spelling() {
         use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
         let key = b"k1";
-        let claims = Claims {
-            sub: "alice".into(),
-            iat: 100,
-            exp: 200,
-            pwd: password_tag("$argon2id$..."),
-        };
+        let claims = alice();
         // Try until a MAC holds a byte that the alphabets spell apart.
         for n in 0..64 {
             let token = sign_session(
