@@ -41,19 +41,25 @@ pub enum StoreError {
     CorruptKey,
     #[error("clickhouse TLS: {0}")]
     Tls(String),
+    #[error("clickhouse did not answer within {after:?}{}", if *tls { " (over TLS: a plain-text port named https:// never completes the TLS handshake)" } else { "" })]
+    NoAnswer { after: Duration, tls: bool },
 }
+
+/// How long the first request to a server may take before start-up says
+/// it got no answer (and tries again).
+const FIRST_ANSWER: Duration = Duration::from_secs(10);
 
 impl StoreError {
     /// What a connection failure most likely means, in the operator's
     /// terms, when its chain of causes shows it.
     pub fn hint(&self) -> Option<&'static str> {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        let text = logferry_daemon::error_chain(self);
+        // A plain-text port answers a TLS hello with an HTTP error (a
+        // "corrupt message" to rustls) or just closes the connection.
+        if ["InvalidContentType", "corrupt message", "tls handshake eof"]
+            .iter()
+            .any(|c| text.contains(c))
+        {
             Some("the server does not answer TLS on this port: use http:// for a plain-text port, or the server's https_port")
         } else if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
             Some("the server's certificate is not trusted: set clickhouse.ca_file to the CA bundle that signed it")
@@ -271,7 +277,16 @@ impl Store {
             .with_user(&cfg.user)
             .with_password(&cfg.password)
             .with_validation(false);
-        let raw: String = base.query("SELECT version()").fetch_one().await?;
+        // A plain-text port named https:// never answers the TLS hello:
+        // bound the first request, so that start-up says so instead of
+        // waiting for ever.
+        let raw: String =
+            tokio::time::timeout(FIRST_ANSWER, base.query("SELECT version()").fetch_one())
+                .await
+                .map_err(|_| StoreError::NoAnswer {
+                    after: FIRST_ANSWER,
+                    tls: cfg.url.starts_with("https://"),
+                })??;
         let version = ServerVersion::parse(&raw).ok_or(StoreError::Version(raw))?;
         if version
             < (ServerVersion {
