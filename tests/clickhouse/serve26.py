@@ -8,12 +8,42 @@ from its working directory), starts both listeners, and serves until
 SIGTERM or SIGINT, which it turns into a line written to a FIFO that the
 blocking statement is reading.
 
-usage: serve26.py DIR HTTP_PORT TCP_PORT
+usage: serve26.py DIR HTTP_PORT TCP_PORT [PASSWORD]
+
+Besides `default` (no password), with PASSWORD the user `logferry` logs in
+with it.
 """
 import os
 import signal
 import sys
 import threading
+from xml.sax.saxutils import escape
+
+
+def users(password):
+    # clickhouse-local reads users only from a user directory, not from
+    # a <users> section of its config.
+    logferry = "" if password is None else f"""
+    <logferry>
+      <password>{escape(password)}</password>
+      <networks><ip>::/0</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+    </logferry>"""
+    return f"""<clickhouse>
+  <profiles><default></default></profiles>
+  <quotas><default></default></quotas>
+  <users>
+    <default>
+      <password></password>
+      <networks><ip>::/0</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+      <access_management>1</access_management>
+    </default>{logferry}
+  </users>
+</clickhouse>
+"""
 
 
 def config(dir_, http_port, tcp_port):
@@ -33,17 +63,7 @@ def config(dir_, http_port, tcp_port):
     <table>query_log</table>
     <flush_interval_milliseconds>1000</flush_interval_milliseconds>
   </query_log>
-  <profiles><default></default></profiles>
-  <quotas><default></default></quotas>
-  <users>
-    <default>
-      <password></password>
-      <networks><ip>::/0</ip></networks>
-      <profile>default</profile>
-      <quota>default</quota>
-      <access_management>1</access_management>
-    </default>
-  </users>
+  <user_directories><users_xml><path>{dir_}/users.xml</path></users_xml></user_directories>
 </clickhouse>
 """
 
@@ -51,10 +71,13 @@ def config(dir_, http_port, tcp_port):
 def main():
     dir_ = os.path.abspath(sys.argv[1])
     http_port, tcp_port = int(sys.argv[2]), int(sys.argv[3])
+    password = sys.argv[4] if len(sys.argv) > 4 else None
     for sub in ("data", "user_files", "tmp", "empty"):
         os.makedirs(os.path.join(dir_, sub), exist_ok=True)
     with open(os.path.join(dir_, "config.xml"), "w") as f:
         f.write(config(dir_, http_port, tcp_port))
+    with open(os.path.join(dir_, "users.xml"), "w") as f:
+        f.write(users(password))
     stop = os.path.join(dir_, "stop.fifo")
     if not os.path.exists(stop):
         os.mkfifo(stop)

@@ -215,25 +215,61 @@ impl Certs {
     }
 }
 
-/// Inserts rows (JSON objects keyed by column) into `database.logs`
-/// through ClickHouse's HTTP interface.
+/// Inserts rows (JSON objects keyed by the baseline's column names) into
+/// `database.logs` through ClickHouse's HTTP interface, whichever layout
+/// the table has (see `ClickHouse::seed_logs`).
 pub async fn insert_rows(ch_url: &str, database: &str, rows: &[Value]) {
-    let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    let data: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    let columns: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.as_object().into_iter().flat_map(|o| o.keys().cloned()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let maps = post(
+        ch_url,
+        format!(
+            "SELECT count() FROM system.columns WHERE database = '{database}' AND table = 'logs' \
+             AND name = 'time' AND default_kind = ''"
+        ),
+    )
+    .await
+    .trim()
+        == "1";
+    if !maps {
+        post(
+            ch_url,
+            format!("INSERT INTO {database}.logs FORMAT JSONEachRow\n{data}"),
+        )
+        .await;
+        return;
+    }
+    // One staging table per call: callers may insert concurrently.
+    let seed = format!("logs_seed_{}", rand::random::<u32>());
+    let s = crate::seed_statements(database, &seed, &columns.join(", "));
+    post(ch_url, s.create).await;
+    post(
+        ch_url,
+        format!("INSERT INTO {database}.{seed} FORMAT JSONEachRow\n{data}"),
+    )
+    .await;
+    post(ch_url, s.transfer).await;
+    post(ch_url, s.drop).await;
+}
+
+/// Runs one statement (with any data after it) and returns the answer.
+async fn post(ch_url: &str, body: String) -> String {
+    install_crypto();
     let resp = reqwest::Client::new()
-        .post(format!(
-            "{ch_url}/?query={}",
-            urlencode(&format!("INSERT INTO {database}.logs FORMAT JSONEachRow"))
-        ))
+        .post(format!("{ch_url}/"))
         .body(body)
         .send()
         .await
-        .expect("insert sent");
+        .expect("clickhouse answers");
     let status = resp.status();
-    assert!(
-        status.is_success(),
-        "insert failed: {}",
-        resp.text().await.unwrap_or_default()
-    );
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "clickhouse refused: {text}");
+    text
 }
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -262,8 +298,18 @@ impl Stack {
     /// The same, with `extra` appended to the collector's configuration
     /// (its own `[alerts]` table, say).
     pub async fn start_with(database: &str, tls: Option<&Certs>, api: &str, extra: &str) -> Stack {
+        Stack::start_on(crate::ClickHouse::start(), database, tls, api, extra).await
+    }
+
+    /// The same on a server the caller started (and perhaps filled).
+    pub async fn start_on(
+        ch: crate::ClickHouse,
+        database: &str,
+        tls: Option<&Certs>,
+        api: &str,
+        extra: &str,
+    ) -> Stack {
         let dir = crate::TempDir::new().expect("tempdir");
-        let ch = crate::ClickHouse::start();
         let tls_section = tls.map_or("plaintext = true".to_string(), |c| {
             c.collector_tls(true, false)
         });
@@ -381,12 +427,12 @@ pub fn fill_bench_logs(stack: &Stack, rows: u64) -> anyhow::Result<()> {
     let start = now_s - DAY_S;
 
     let step = DAY_S * 1_000_000_000 / rows;
-    let insert = format!(
-        "INSERT INTO {db}.logs (tenant, timestamp, time_unix_nano, observed_unix_nano, severity_number, severity_text, \
+    let columns = "tenant, timestamp, time_unix_nano, observed_unix_nano, severity_number, severity_text, \
          service, host, environment, body, request_id, http_method, http_path, http_route, http_status, duration_ms, \
          client_ip, user_agent, user_id, event_type, module, function, attr_keys, attr_values, agent_id, seq, \
-         pattern_id, security_class, security_rules) \
-         SELECT if(number % 10 = 9, 'globex', 'acme'), toDateTime(intDiv(t, 1000000000)), t, t + 2000000, \
+         pattern_id, security_class, security_rules";
+    let select = format!(
+        "SELECT if(number % 10 = 9, 'globex', 'acme'), toDateTime(intDiv(t, 1000000000)), t, t + 2000000, \
            if(number % 20 = 0, 17, 9), if(number % 20 = 0, 'ERROR', 'INFO'), \
            ['api', 'checkout', 'search', 'auth', 'billing', 'catalog', 'cart', 'web'][intDiv(number, 3) % 8 + 1], \
            concat('host-', toString(number % 20)), if(number % 3 = 0, 'staging', 'prod'), \
@@ -407,7 +453,7 @@ pub fn fill_bench_logs(stack: &Stack, rows: u64) -> anyhow::Result<()> {
            if(number % 997 = 11, ['sqli_tautology'], emptyArrayString()) \
          FROM (SELECT number, {start} * 1000000000 + number * {step} AS t FROM numbers({rows}))"
     );
-    stack.ch.query(&insert);
+    stack.ch.seed_logs(&stack.database, columns, &select);
     stack.ch.query(&format!(
         "INSERT INTO {db}.patterns SELECT tenant, number AS pattern_id, \
          concat('upstream timeout ', toString(number), ' after <*> ms'), toDateTime({start} - 3600), 'bench' \

@@ -180,6 +180,42 @@ pub struct ClickHouse {
     proc: Proc,
 }
 
+/// The password of the user `logferry` on every test server (the user
+/// `default` has none).
+pub const CLICKHOUSE_PASSWORD: &str = "clickhouse test password";
+
+/// The users of an 18.16 test server: Debian's `default`, and `logferry`
+/// with `CLICKHOUSE_PASSWORD`.
+const USERS_XML_18: &str = r#"<?xml version="1.0"?>
+<yandex>
+    <profiles><default><max_memory_usage>10000000000</max_memory_usage></default></profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>::/0</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+        <logferry>
+            <password>clickhouse test password</password>
+            <networks><ip>::/0</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </logferry>
+    </users>
+    <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+        <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+"#;
+
+/// This package's directory in the checkout being tested: cargo sets
+/// `CARGO_MANIFEST_DIR` when it runs a test, and a target directory shared
+/// by several clones can hold a binary built from another one.
+pub fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// Which ClickHouse the tests start: `LOGFERRY_CLICKHOUSE` is `18.16`
 /// (Debian's server, the default) or `26.9` (PyPI's chdb-core, run by
 /// `clickhouse/serve26.py` with the Python of `LOGFERRY_CHDB_PYTHON`).
@@ -218,21 +254,24 @@ impl ClickHouse {
                 Path::new(&python).exists(),
                 "{python} is missing: the README's test command installs chdb-core into it"
             );
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clickhouse/serve26.py");
+            let script = package_dir().join("clickhouse/serve26.py");
             let args = vec![
-                script.to_string(),
+                script.display().to_string(),
                 d.to_string(),
                 http_port.to_string(),
                 tcp_port.to_string(),
+                CLICKHOUSE_PASSWORD.to_string(),
             ];
             (PathBuf::from(python), args)
         } else {
             let server = which("clickhouse-server").unwrap_or_else(|| {
                 panic!("clickhouse-server is not installed: apt-get install -y clickhouse-server clickhouse-client (the README's test command does it)")
             });
+            std::fs::write(dir.path().join("users.xml"), USERS_XML_18).expect("users.xml");
             let mut args = vec![
                 "--config-file=/etc/clickhouse-server/config.xml".to_string(),
                 "--".into(),
+                format!("--users_config={d}/users.xml"),
                 format!("--path={d}/data/"),
                 format!("--tmp_path={d}/tmp/"),
                 format!("--user_files_path={d}/user_files/"),
@@ -287,16 +326,61 @@ impl ClickHouse {
         self.proc.usage()
     }
 
+    /// Runs one statement over the HTTP interface, which both generations
+    /// serve alike (Debian's 18.16 `clickhouse-client` cannot parse the
+    /// DDL of a 26.9 table to send an INSERT to it). HTTP/1.0, so that the
+    /// answer is never chunked.
     pub fn try_query(&self, sql: &str) -> Result<String, String> {
-        let out = Command::new("clickhouse-client")
-            .args(["--port", &self.tcp_port.to_string(), "--query", sql])
-            .output()
-            .map_err(|e| format!("cannot run clickhouse-client: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port))
+            .map_err(|e| format!("cannot connect to clickhouse: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            stream,
+            "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+            sql.len()
+        )
+        .map_err(|e| format!("cannot send the query: {e}"))?;
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .map_err(|e| format!("cannot read the answer: {e}"))?;
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("not an HTTP answer: {answer}"))?;
+        if head.split(' ').nth(1) == Some("200") {
+            Ok(body.to_string())
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            Err(body.to_string())
         }
+    }
+
+    /// Inserts into `db.logs` the rows that `select` returns under the
+    /// baseline's column names (`columns`, comma-separated), whichever
+    /// layout the table has: a modern table is filled from a staging copy
+    /// through its own names (`seed_statements`).
+    pub fn seed_logs(&self, db: &str, columns: &str, select: &str) {
+        if !self.has_maps_layout(db) {
+            self.query(&format!("INSERT INTO {db}.logs ({columns}) {select}"));
+            return;
+        }
+        let seed = seed_statements(db, "logs_seed", columns);
+        self.query(&seed.create);
+        self.query(&format!("INSERT INTO {db}.logs_seed ({columns}) {select}"));
+        self.query(&seed.transfer);
+        self.query(&seed.drop);
+    }
+
+    /// Whether `db.logs` stores `time` and `attributes` (a database
+    /// created on a modern server) rather than the baseline's arrays.
+    pub fn has_maps_layout(&self, db: &str) -> bool {
+        self.count(&format!(
+            "SELECT count() FROM system.columns WHERE database = '{db}' AND table = 'logs' \
+             AND name = 'time' AND default_kind = ''"
+        )) > 0
     }
 
     pub fn query(&self, sql: &str) -> String {
@@ -328,6 +412,60 @@ fn which(name: &str) -> Option<PathBuf> {
             .map(|p| p.join(name))
             .find(|p| p.exists())
     })
+}
+
+/// The statements that move rows written under the baseline's names into
+/// a modern `logs` table: a `Memory` table `seed` with those columns, then
+/// one INSERT that converts the nanoseconds and the key and value arrays.
+pub struct SeedStatements {
+    pub create: String,
+    pub transfer: String,
+    pub drop: String,
+}
+
+pub fn seed_statements(db: &str, seed: &str, columns: &str) -> SeedStatements {
+    let columns: Vec<&str> = columns.split(',').map(str::trim).collect();
+    let (mut targets, mut exprs) = (Vec::new(), Vec::new());
+    for c in &columns {
+        let (target, expr) = match *c {
+            "time_unix_nano" => (
+                "time",
+                "fromUnixTimestamp64Nano(toInt64(time_unix_nano))".to_string(),
+            ),
+            "attr_keys" => (
+                "attributes",
+                "mapFromArrays(attr_keys, attr_values)".to_string(),
+            ),
+            "resource_keys" => (
+                "resource",
+                "mapFromArrays(resource_keys, resource_values)".to_string(),
+            ),
+            "attr_values" | "resource_values" => continue,
+            c => (c, c.to_string()),
+        };
+        targets.push(target);
+        exprs.push(expr);
+    }
+    SeedStatements {
+        create: format!(
+            "CREATE TABLE {db}.{seed} ENGINE = Memory AS SELECT {} FROM {db}.logs LIMIT 0",
+            columns.join(", ")
+        ),
+        transfer: format!(
+            "INSERT INTO {db}.logs ({}) SELECT {} FROM {db}.{seed}",
+            targets.join(", "),
+            exprs.join(", ")
+        ),
+        drop: format!("DROP TABLE {db}.{seed}"),
+    }
+}
+
+/// The wall clock in nanoseconds since 1970.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
 }
 
 /// Writes a config file into `dir` and returns its path.
@@ -410,6 +548,13 @@ impl Collector {
         extra: &str,
     ) -> Collector {
         let (http_port, grpc_port) = (free_port(), free_port());
+        // Test lines carry fixed dates, which a modern server's TTL would
+        // drop at insert once they are older than the default 30 days.
+        let retention = if extra.contains("[retention]") {
+            ""
+        } else {
+            "[retention]\ndays = 3650\n"
+        };
         let config = write_config(
             dir,
             &format!("{name}.toml"),
@@ -418,7 +563,7 @@ impl Collector {
                  require_credentials = {}\n{}\n\
                  [api]\nhttp_listen = \"127.0.0.1:{http_port}\"\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\n\
                  tail_poll_interval_ms = 200\n{}\n[tls]\n{}\n\
-                 [clickhouse]\n{clickhouse}\n[log]\nlevel = \"info\"\n{extra}",
+                 [clickhouse]\n{clickhouse}\n[log]\nlevel = \"info\"\n{extra}\n{retention}",
                 security.require_credentials,
                 security.ingest,
                 security.api,

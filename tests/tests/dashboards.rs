@@ -8,7 +8,6 @@
 //! expose.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +15,7 @@ use logferry_e2e::{now_rfc3339, wait_until, Agent, ClickHouse, Collector, TempDi
 use serde_json::{json, Value};
 
 fn dashboards() -> Vec<(String, Value)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+    let dir = logferry_e2e::package_dir().join("../dashboards");
     let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
         .expect("dashboards/")
         .map(|e| e.expect("entry").path())
@@ -228,6 +227,12 @@ fn numeric(t: &str) -> bool {
         || t.starts_with("Decimal")
 }
 
+/// A string column, as Grafana's ClickHouse plugin reads it: the modern
+/// layout's `LowCardinality(String)` is one too.
+fn text(t: &str) -> bool {
+    matches!(t, "String" | "LowCardinality(String)")
+}
+
 /// What a panel type needs from its query's columns.
 fn check_columns(kind: &str, cols: &[(String, String)]) -> Result<(), String> {
     let has = |f: &dyn Fn(&(String, String)) -> bool| cols.iter().any(f);
@@ -236,7 +241,7 @@ fn check_columns(kind: &str, cols: &[(String, String)]) -> Result<(), String> {
             has(&|c| c.0 == "time" && c.1.starts_with("DateTime")) && has(&|c| numeric(&c.1))
         }
         "stat" | "gauge" => has(&|c| numeric(&c.1)),
-        "barchart" | "piechart" => has(&|c| c.1 == "String") && has(&|c| numeric(&c.1)),
+        "barchart" | "piechart" => has(&|c| text(&c.1)) && has(&|c| numeric(&c.1)),
         "logs" => has(&|c| c.0 == "time" && c.1.starts_with("DateTime")) && has(&|c| c.0 == "body"),
         "table" => !cols.is_empty(),
         other => return Err(format!("panel type {other} is not checked")),

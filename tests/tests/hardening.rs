@@ -4,20 +4,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use logferry_e2e::api::{insert_rows, urlencode, Stack, ADMIN_PASSWORD, USER_PASSWORD};
+use logferry_e2e::now_ns;
 use logferry_proto::query_service_client::QueryServiceClient;
 use logferry_proto::SearchRequest;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_with_huge_usernames_do_not_grow_memory() {

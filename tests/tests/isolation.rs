@@ -4,9 +4,10 @@
 //! another tenant's batches by presenting its agent id, and cannot exhaust
 //! the collector's memory with one batch of tiny records.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use logferry_e2e::api::{insert_rows, Stack, USER_PASSWORD};
+use logferry_e2e::now_ns;
 use logferry_e2e::wait_until;
 use logferry_proto::ingest_service_client::IngestServiceClient;
 use logferry_proto::query_service_client::QueryServiceClient;
@@ -14,13 +15,6 @@ use logferry_proto::{chunk, AnalyticsRequest, Chunk, ExportRequest, Format, Orig
 use prost::Message;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
-}
 
 const ALERTS: &str = "[alerts]\ninterval_s = 1\nlease_ttl_s = 3\ndefault_rules = false\n";
 

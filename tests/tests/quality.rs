@@ -26,7 +26,7 @@ fn data() -> Option<PathBuf> {
         );
         return Some(dir);
     }
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let beside = logferry_e2e::package_dir().join("../../shared/data");
     if beside.join("loghub").is_dir() {
         return Some(beside);
     }

@@ -3,9 +3,10 @@
 //! rows arrive), HTTP and gRPC agreeing, and the OpenAPI document.
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use logferry_e2e::api::{insert_rows, Stack, USER_PASSWORD};
+use logferry_e2e::now_ns;
 use logferry_proto::query_service_client::QueryServiceClient;
 use logferry_proto::SearchRequest;
 use reqwest::StatusCode;
@@ -28,13 +29,6 @@ struct Row {
     host: String,
     env: &'static str,
     order_id: u64,
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as u64
 }
 
 fn rows(now: u64) -> Vec<Row> {

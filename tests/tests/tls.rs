@@ -1,5 +1,7 @@
 //! TLS on every listener: agents over TLS and mTLS, plain-text clients and
-//! wrong certificates refused.
+//! wrong certificates refused; and the collector's own way to ClickHouse:
+//! HTTPS verified against a CA, a password-protected user, and a one-line
+//! cause for each refusal.
 
 use std::path::Path;
 use std::time::Duration;
@@ -298,5 +300,51 @@ fn the_collector_reaches_clickhouse_over_https_and_refuses_what_it_cannot_verify
         ch.count("SELECT count() FROM system.databases WHERE name IN ('untrusted', 'plain')"),
         0,
         "neither reached the server"
+    );
+}
+
+#[test]
+fn a_password_protected_user_stores_and_a_wrong_password_is_named() {
+    let dir = logferry_e2e::TempDir::new().expect("tempdir");
+    let ch = logferry_e2e::ClickHouse::start();
+    let with_password = |name: &str, password: &str| {
+        Collector::with_clickhouse(
+            logferry_e2e::free_port(),
+            dir.path(),
+            name,
+            &format!(
+                "url = \"{}\"\ndatabase = \"{name}\"\nuser = \"logferry\"\npassword = \"{password}\"",
+                ch.url()
+            ),
+            logferry_e2e::OPEN,
+            "",
+        )
+    };
+    let right = with_password("right", logferry_e2e::CLICKHOUSE_PASSWORD);
+    right.wait_connected();
+    let _agent = agent(dir.path(), "pw", &right.endpoint(), 100, "");
+    assert!(
+        wait_until(Duration::from_secs(30), || ch
+            .count("SELECT count() FROM right.logs")
+            == 100),
+        "{}",
+        right.proc.log_text()
+    );
+
+    let wrong = with_password("wrong", "not the password");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            wrong
+                .proc
+                .log_text()
+                .lines()
+                .any(|l| l.contains("cannot reach clickhouse") && l.contains("user or password"))
+        }),
+        "a log line naming the cause: {}",
+        wrong.proc.log_text()
+    );
+    assert_eq!(
+        ch.count("SELECT count() FROM system.databases WHERE name = 'wrong'"),
+        0
     );
 }

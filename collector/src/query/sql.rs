@@ -15,6 +15,9 @@ pub struct Dialect {
     /// search is written as `lowerUTF8(body) LIKE '%…%'` so it can skip
     /// granules; without it, `positionCaseInsensitiveUTF8` is faster.
     pub body_ngrams: bool,
+    /// `logs` stores attributes as a `Map` (`store::Layout::Maps`): a
+    /// lookup reads the map, not the two arrays it is an alias for.
+    pub attribute_map: bool,
 }
 
 /// A value bound to a `?` placeholder, in order.
@@ -201,7 +204,7 @@ fn term(t: &Term, d: Dialect) -> Result<Sql, QueryError> {
     };
     let Some(column) = column else {
         // Unknown names are attributes, as in Datadog: `order_id:42`.
-        return attribute(t, attr_key.unwrap_or(field));
+        return attribute(t, attr_key.unwrap_or(field), d);
     };
     let kind = kind_of(column);
     match (kind, t.op) {
@@ -308,15 +311,20 @@ fn string_eq(column: &str, t: &Term) -> Sql {
     }
 }
 
-fn attribute(t: &Term, key: &str) -> Result<Sql, QueryError> {
+fn attribute(t: &Term, key: &str, d: Dialect) -> Result<Sql, QueryError> {
     if key.is_empty() {
         return Err(bad(t, "expected an attribute name after `attr.`".into()));
     }
-    let value = "attr_values[indexOf(attr_keys, ?)]";
+    // Each takes the key as its one bound value.
+    let (has, value) = if d.attribute_map {
+        ("mapContains(attributes, ?)", "attributes[?]")
+    } else {
+        ("has(attr_keys, ?)", "attr_values[indexOf(attr_keys, ?)]")
+    };
     let key_bind = Value::Str(key.to_string());
     match t.op {
         Op::Eq if !t.quoted && t.value.contains('*') => Ok(Sql::new(
-            format!("has(attr_keys, ?) AND {value} LIKE ?"),
+            format!("{has} AND {value} LIKE ?"),
             vec![
                 key_bind.clone(),
                 key_bind,
@@ -324,7 +332,7 @@ fn attribute(t: &Term, key: &str) -> Result<Sql, QueryError> {
             ],
         )),
         Op::Eq => Ok(Sql::new(
-            format!("has(attr_keys, ?) AND {value} = ?"),
+            format!("{has} AND {value} = ?"),
             vec![key_bind.clone(), key_bind, Value::Str(t.value.clone())],
         )),
         op => {
@@ -346,7 +354,7 @@ fn attribute(t: &Term, key: &str) -> Result<Sql, QueryError> {
             // Values that are not numbers never match a comparison.
             Ok(Sql::new(
                 format!(
-                    "has(attr_keys, ?) AND match({value}, '^-{{0,1}}[0-9]+([.][0-9]+){{0,1}}$') \
+                    "{has} AND match({value}, '^-{{0,1}}[0-9]+([.][0-9]+){{0,1}}$') \
                      AND toFloat64OrZero({value}) {} ?",
                     op_sql(op)
                 ),
@@ -403,6 +411,13 @@ mod tests {
                 .count(),
             4
         );
+        let expr = parse("order_id:42").expect("parses").expect("not empty");
+        let maps = Dialect {
+            attribute_map: true,
+            ..Dialect::default()
+        };
+        let s = to_sql(&expr, maps).expect("translates");
+        assert_eq!(s.text, "mapContains(attributes, ?) AND attributes[?] = ?");
         let s = sql("attr.size>10 host:web-*");
         assert!(s.text.contains("toFloat64OrZero"), "{}", s.text);
         assert!(s.text.contains("host LIKE ?"));
@@ -414,7 +429,14 @@ mod tests {
         let expr = parse(r#""50% OFF_now" message:Timeout"#)
             .expect("parses")
             .expect("not empty");
-        let modern = to_sql(&expr, Dialect { body_ngrams: true }).expect("translates");
+        let modern = to_sql(
+            &expr,
+            Dialect {
+                body_ngrams: true,
+                ..Dialect::default()
+            },
+        )
+        .expect("translates");
         assert_eq!(
             modern.text,
             "(lowerUTF8(body) LIKE ?) AND (lowerUTF8(body) LIKE ?)"

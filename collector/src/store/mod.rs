@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod alerts;
 pub mod analytics;
+mod layout;
 pub mod schema;
 pub mod search;
 
@@ -23,6 +24,8 @@ use tracing::info;
 use crate::analyze::PatternRow;
 use crate::config::ClickHouseConfig;
 use crate::record::LogRow;
+pub use layout::Layout;
+use layout::MapsRow;
 use schema::{ServerVersion, MIGRATIONS_TABLE};
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +198,7 @@ pub struct Store {
     client: Client,
     database: String,
     pub version: ServerVersion,
+    pub layout: Layout,
 }
 
 impl std::fmt::Debug for Store {
@@ -202,6 +206,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("database", &self.database)
             .field("version", &self.version)
+            .field("layout", &self.layout)
             .finish_non_exhaustive()
     }
 }
@@ -236,6 +241,12 @@ fn day_groups(rows: &mut [LogRow]) -> Vec<&[LogRow]> {
         rest = tail;
     }
     groups
+}
+
+/// The TTL clause of `logs` for a retention of `days`, as the server
+/// prints it in `system.tables.engine_full`.
+fn ttl_clause(days: u32) -> String {
+    format!("TTL timestamp + toIntervalDay({days})")
 }
 
 /// A batch's entry in the ingest ledger (`ingest_batches`).
@@ -305,13 +316,33 @@ impl Store {
             // server default (or a profile) buffer them asynchronously.
             client = client.with_setting("async_insert", "0");
         }
-        let store = Store {
+        let mut store = Store {
             client,
             database: cfg.database.clone(),
             version,
+            layout: Layout::Arrays,
         };
         store.migrate().await?;
+        store.layout = store.read_layout().await?;
         Ok(store)
+    }
+
+    /// Which layout `logs` has: `Maps` when `time` is a stored column.
+    async fn read_layout(&self) -> Result<Layout, StoreError> {
+        if self.version < schema::MODERN {
+            return Ok(Layout::Arrays);
+        }
+        let stored: u64 = self
+            .client
+            .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'logs' AND name = 'time' AND default_kind = ''")
+            .bind(&self.database)
+            .fetch_one()
+            .await?;
+        Ok(if stored > 0 {
+            Layout::Maps
+        } else {
+            Layout::Arrays
+        })
     }
 
     /// What the SQL of searches may use on this server (its migrations
@@ -319,6 +350,7 @@ impl Store {
     pub fn dialect(&self) -> crate::query::sql::Dialect {
         crate::query::sql::Dialect {
             body_ngrams: self.version >= schema::BODY_NGRAMS,
+            attribute_map: self.layout == Layout::Maps,
         }
     }
 
@@ -342,7 +374,7 @@ impl Store {
                 name = m.name,
                 "applying schema migration"
             );
-            for statement in m.statements {
+            for statement in m.statements_for(self.version) {
                 match self.client.query(&self.sql(statement)).execute().await {
                     // 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column that
                     // another collector (or an earlier attempt) added is
@@ -378,18 +410,38 @@ impl Store {
         query_ids: &str,
     ) -> Result<(), StoreError> {
         for (n, group) in day_groups(rows).into_iter().enumerate() {
-            let mut insert = self
-                .client
-                .insert::<LogRow>("logs")
-                .await?
-                .with_setting("query_id", format!("{query_ids}-{n}"))
-                .with_timeouts(Some(timeout), Some(timeout));
-            for row in group {
-                insert.write(row).await?;
+            let query_id = format!("{query_ids}-{n}");
+            match self.layout {
+                Layout::Arrays => {
+                    let mut insert = self.begin_insert::<LogRow>(&query_id, timeout).await?;
+                    for row in group {
+                        insert.write(row).await?;
+                    }
+                    insert.end().await?;
+                }
+                Layout::Maps => {
+                    let mut insert = self.begin_insert::<MapsRow>(&query_id, timeout).await?;
+                    for row in group {
+                        insert.write(&MapsRow::from(row)).await?;
+                    }
+                    insert.end().await?;
+                }
             }
-            insert.end().await?;
         }
         Ok(())
+    }
+
+    async fn begin_insert<T: clickhouse::Row>(
+        &self,
+        query_id: &str,
+        timeout: Duration,
+    ) -> Result<clickhouse::insert::Insert<T>, StoreError> {
+        Ok(self
+            .client
+            .insert::<T>("logs")
+            .await?
+            .with_setting("query_id", query_id)
+            .with_timeouts(Some(timeout), Some(timeout)))
     }
 
     /// Registers message templates (`analyze::Registry` decides which).
@@ -479,10 +531,41 @@ impl Store {
         Ok(seqs.into_iter().collect())
     }
 
+    /// Sets the TTL of `logs` to `days` unless it has it already. Existing
+    /// parts are not rewritten for it (`materialize_ttl_after_modify = 0`).
+    async fn set_ttl(&self, days: u32) -> Result<(), StoreError> {
+        let engine: String = self
+            .client
+            .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = 'logs'")
+            .bind(&self.database)
+            .fetch_one()
+            .await?;
+        let clause = ttl_clause(days);
+        // `toIntervalDay(3)` must not match `toIntervalDay(30)`.
+        if !(engine.ends_with(&clause) || engine.contains(&format!("{clause} "))) {
+            info!(days, "setting the TTL of logs");
+            self.client
+                .query(&format!(
+                    "ALTER TABLE logs MODIFY TTL timestamp + INTERVAL {days} DAY"
+                ))
+                .with_setting("materialize_ttl_after_modify", "0")
+                .execute()
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Drops day partitions of `logs` (and month partitions of the ledger,
     /// the attribute catalogue, security events, the alert history and the
     /// agents' reports) older than `days`. Returns the partitions dropped.
+    ///
+    /// On a modern server `logs` also carries the retention as its TTL, so
+    /// that the server drops expired parts itself; parts written before
+    /// the TTL was set are left to the partition drops here.
     pub async fn apply_retention(&self, days: u32) -> Result<Vec<String>, StoreError> {
+        if self.version >= schema::MODERN {
+            self.set_ttl(days).await?;
+        }
         let cutoff = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
         let day: u32 = cutoff.format("%Y%m%d").to_string().parse().expect("digits");
         let months = |yyyymm: u32| (yyyymm / 100) * 12 + yyyymm % 100;

@@ -8,6 +8,18 @@
 //! applied once the server reports it (`SELECT version()`), so upgrading
 //! ClickHouse upgrades the schema at the next collector start.
 //!
+//! On a server of at least [`MODERN`], a new database gets the modern
+//! `logs` table instead ([`Migration::modern`]): `DateTime64(9)` time,
+//! attributes and resource as `Map`, `LowCardinality` and codecs. The
+//! baseline's names stay readable there as `ALIAS` columns (`time_unix_nano`,
+//! `attr_keys`, …), so every query reads both. A baseline table on an
+//! upgraded server is brought to the same query surface in place by
+//! migration 9 (`LowCardinality`, codecs, the `time` and `attributes`
+//! aliases) and 10 (the text index); its arrays and nanosecond integer stay
+//! physical, since converting them would rewrite every part while other
+//! collectors insert. The collector reads which layout `logs` has from
+//! `system.columns` (`Store::layout`).
+//!
 //! Every statement is safe to run twice (`IF NOT EXISTS`, or for `ADD
 //! COLUMN` on 18.16, "already exists" accepted), so collectors
 //! that start together cannot break each other.
@@ -42,7 +54,37 @@ pub struct Migration {
     pub requires: Option<ServerVersion>,
     /// `{db}` stands for the database name.
     pub statements: &'static [&'static str],
+    /// What a new database gets instead on a server of at least [`MODERN`]
+    /// (empty: the same statements).
+    pub modern: &'static [&'static str],
 }
+
+impl Migration {
+    /// The statements to run on `server`.
+    pub fn statements_for(&self, server: ServerVersion) -> &'static [&'static str] {
+        if server >= MODERN && !self.modern.is_empty() {
+            self.modern
+        } else {
+            self.statements
+        }
+    }
+}
+
+/// The baseline `ingest_batches` ledger (every server).
+const INGEST_BATCHES: &str = "CREATE TABLE IF NOT EXISTS {db}.ingest_batches (
+                agent_id String,
+                first_seq UInt64,
+                last_seq UInt64,
+                state UInt8,
+                collector_id String,
+                deadline_ms UInt64,
+                records UInt64,
+                min_time DateTime,
+                max_time DateTime,
+                recorded_at DateTime
+            ) ENGINE = MergeTree
+            PARTITION BY toYYYYMM(recorded_at)
+            ORDER BY (agent_id, first_seq)";
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -87,20 +129,56 @@ pub const MIGRATIONS: &[Migration] = &[
             ) ENGINE = MergeTree
             PARTITION BY toYYYYMMDD(timestamp)
             ORDER BY (tenant, service, timestamp)",
-            "CREATE TABLE IF NOT EXISTS {db}.ingest_batches (
-                agent_id String,
-                first_seq UInt64,
-                last_seq UInt64,
-                state UInt8,
-                collector_id String,
-                deadline_ms UInt64,
-                records UInt64,
-                min_time DateTime,
-                max_time DateTime,
-                recorded_at DateTime
+            INGEST_BATCHES,
+        ],
+        modern: &[
+            // The layout of OpenTelemetry's `otel_logs`, on our columns:
+            // seconds for partitions and the sort key beside the
+            // nanosecond `time`; strings with few distinct values as
+            // `LowCardinality`; monotonic numbers delta-coded. Migration 5
+            // adds the stamped columns, as on every server.
+            "CREATE TABLE IF NOT EXISTS {db}.logs (
+                tenant LowCardinality(String) CODEC(ZSTD(1)),
+                timestamp DateTime CODEC(DoubleDelta, ZSTD(1)),
+                time DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+                time_unix_nano UInt64 ALIAS toUnixTimestamp64Nano(time),
+                observed_unix_nano UInt64 CODEC(Delta(8), ZSTD(1)),
+                severity_number UInt8 CODEC(ZSTD(1)),
+                severity_text LowCardinality(String) CODEC(ZSTD(1)),
+                service LowCardinality(String) CODEC(ZSTD(1)),
+                host LowCardinality(String) CODEC(ZSTD(1)),
+                environment LowCardinality(String) CODEC(ZSTD(1)),
+                source LowCardinality(String) CODEC(ZSTD(1)),
+                file_path LowCardinality(String) CODEC(ZSTD(1)),
+                body String CODEC(ZSTD(1)),
+                trace_id String CODEC(ZSTD(1)),
+                span_id String CODEC(ZSTD(1)),
+                request_id String CODEC(ZSTD(1)),
+                http_method LowCardinality(String) CODEC(ZSTD(1)),
+                http_path String CODEC(ZSTD(1)),
+                http_status UInt16 CODEC(ZSTD(1)),
+                duration_ms Float64 CODEC(ZSTD(1)),
+                client_ip String CODEC(ZSTD(1)),
+                user_agent String CODEC(ZSTD(1)),
+                user_id String CODEC(ZSTD(1)),
+                event_type LowCardinality(String) CODEC(ZSTD(1)),
+                logger LowCardinality(String) CODEC(ZSTD(1)),
+                module LowCardinality(String) CODEC(ZSTD(1)),
+                function LowCardinality(String) CODEC(ZSTD(1)),
+                line UInt32 CODEC(ZSTD(1)),
+                attributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+                attr_keys Array(String) ALIAS mapKeys(attributes),
+                attr_values Array(String) ALIAS mapValues(attributes),
+                resource Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+                resource_keys Array(String) ALIAS mapKeys(resource),
+                resource_values Array(String) ALIAS mapValues(resource),
+                agent_id LowCardinality(String) CODEC(ZSTD(1)),
+                seq UInt64 CODEC(Delta(8), ZSTD(1))
             ) ENGINE = MergeTree
-            PARTITION BY toYYYYMM(recorded_at)
-            ORDER BY (agent_id, first_seq)",
+            PARTITION BY toYYYYMMDD(timestamp)
+            ORDER BY (tenant, service, timestamp)
+            SETTINGS ttl_only_drop_parts = 1",
+            INGEST_BATCHES,
         ],
     },
     Migration {
@@ -111,6 +189,7 @@ pub const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE {db}.logs ADD INDEX IF NOT EXISTS idx_request_id request_id TYPE bloom_filter(0.01) GRANULARITY 4",
             "ALTER TABLE {db}.logs ADD INDEX IF NOT EXISTS idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 4",
         ],
+        modern: &[],
     },
     Migration {
         version: 3,
@@ -187,6 +266,7 @@ pub const MIGRATIONS: &[Migration] = &[
             ARRAY JOIN attr_keys AS k, attr_values AS v
             GROUP BY tenant, service, day, attr_key, attr_value",
         ],
+        modern: &[],
     },
     Migration {
         version: 4,
@@ -198,6 +278,7 @@ pub const MIGRATIONS: &[Migration] = &[
             // written after it was added.
             "ALTER TABLE {db}.logs ADD INDEX IF NOT EXISTS idx_body_ngrams lowerUTF8(body) TYPE ngrambf_v1(3, 65536, 2, 0) GRANULARITY 4",
         ],
+        modern: &[],
     },
     Migration {
         version: 5,
@@ -238,6 +319,7 @@ pub const MIGRATIONS: &[Migration] = &[
             ) ENGINE = MergeTree
                         ORDER BY (tenant, pattern_id)",
         ],
+        modern: &[],
     },
     Migration {
         version: 6,
@@ -259,6 +341,7 @@ pub const MIGRATIONS: &[Migration] = &[
             SELECT tenant, user_id, minState(timestamp) FROM {db}.logs
             WHERE user_id != '' GROUP BY tenant, user_id",
         ],
+        modern: &[],
     },
     Migration {
         version: 7,
@@ -347,6 +430,7 @@ pub const MIGRATIONS: &[Migration] = &[
             PARTITION BY toYYYYMM(time)
             ORDER BY (tenant, agent_id, time)",
         ],
+        modern: &[],
     },
     Migration {
         version: 8,
@@ -369,8 +453,88 @@ pub const MIGRATIONS: &[Migration] = &[
             ) ENGINE = MergeTree
             ORDER BY (agent_id, first_seen_ns)",
         ],
+        modern: &[],
+    },
+    Migration {
+        version: 9,
+        name: "modern column types and codecs; the modern layout's names on every layout",
+        requires: Some(MODERN),
+        statements: &[
+            // A no-op on the modern table; on a baseline one, background
+            // mutations that rewrite these columns (rows stay readable
+            // throughout). The arrays and `time_unix_nano` stay physical.
+            "ALTER TABLE {db}.logs
+                MODIFY COLUMN tenant LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN timestamp DateTime CODEC(DoubleDelta, ZSTD(1)),
+                MODIFY COLUMN observed_unix_nano UInt64 CODEC(Delta(8), ZSTD(1)),
+                MODIFY COLUMN severity_number UInt8 CODEC(ZSTD(1)),
+                MODIFY COLUMN severity_text LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN service LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN host LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN environment LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN source LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN file_path LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN body String CODEC(ZSTD(1)),
+                MODIFY COLUMN trace_id String CODEC(ZSTD(1)),
+                MODIFY COLUMN span_id String CODEC(ZSTD(1)),
+                MODIFY COLUMN request_id String CODEC(ZSTD(1)),
+                MODIFY COLUMN http_method LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN http_path String CODEC(ZSTD(1)),
+                MODIFY COLUMN http_status UInt16 CODEC(ZSTD(1)),
+                MODIFY COLUMN duration_ms Float64 CODEC(ZSTD(1)),
+                MODIFY COLUMN client_ip String CODEC(ZSTD(1)),
+                MODIFY COLUMN user_agent String CODEC(ZSTD(1)),
+                MODIFY COLUMN user_id String CODEC(ZSTD(1)),
+                MODIFY COLUMN event_type LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN logger LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN module LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN function LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN line UInt32 CODEC(ZSTD(1)),
+                MODIFY COLUMN agent_id LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN seq UInt64 CODEC(Delta(8), ZSTD(1)),
+                MODIFY COLUMN pattern_id UInt64 CODEC(ZSTD(1)),
+                MODIFY COLUMN security_class LowCardinality(String) CODEC(ZSTD(1)),
+                MODIFY COLUMN security_rules Array(LowCardinality(String)) CODEC(ZSTD(1)),
+                MODIFY COLUMN http_route LowCardinality(String) CODEC(ZSTD(1))",
+            "ALTER TABLE {db}.logs
+                ADD COLUMN IF NOT EXISTS time DateTime64(9) ALIAS fromUnixTimestamp64Nano(toInt64(time_unix_nano)),
+                ADD COLUMN IF NOT EXISTS attributes Map(String, String) ALIAS mapFromArrays(attr_keys, attr_values),
+                ADD COLUMN IF NOT EXISTS resource Map(String, String) ALIAS mapFromArrays(resource_keys, resource_values)",
+            // Retention sets a TTL (`Store::apply_retention`); whole parts
+            // go, as partitions do.
+            "ALTER TABLE {db}.logs MODIFY SETTING ttl_only_drop_parts = 1",
+        ],
+        modern: &[],
+    },
+    Migration {
+        version: 10,
+        name: "text index for search, in place of the n-gram bloom filter",
+        requires: Some(TEXT_INDEX),
+        statements: &[
+            // Exact where the bloom filter is probabilistic, and read by
+            // the same `lowerUTF8(body) LIKE '%…%'`. Materializing builds it
+            // for older parts in the background.
+            "ALTER TABLE {db}.logs ADD INDEX IF NOT EXISTS idx_body_text lowerUTF8(body) TYPE text(tokenizer = ngrams(3))",
+            "ALTER TABLE {db}.logs MATERIALIZE INDEX idx_body_text",
+            "ALTER TABLE {db}.logs DROP INDEX IF EXISTS idx_body_ngrams",
+        ],
+        modern: &[],
     },
 ];
+
+/// The first server version that gets the modern layout (migrations 1 and
+/// 9): `Map`, `DateTime64`, `mapFromArrays` and in-place `LowCardinality`
+/// conversions of key columns are all older; production runs 24.x to 26.x.
+pub const MODERN: ServerVersion = ServerVersion {
+    major: 24,
+    minor: 1,
+};
+
+/// The first server version with the `text` index (migration 10).
+pub const TEXT_INDEX: ServerVersion = ServerVersion {
+    major: 26,
+    minor: 2,
+};
 
 /// The first server version with the `async_insert` setting (21.11).
 pub const ASYNC_INSERT: ServerVersion = ServerVersion {
@@ -415,8 +579,10 @@ mod tests {
         assert_eq!(pending(&[1, 3, 5, 6, 7, 8], old).count(), 0);
         assert_eq!(
             pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(),
-            vec![2, 3, 4, 5, 6, 7, 8]
+            vec![2, 3, 4, 5, 6, 7, 8, 9]
         );
+        let text = ServerVersion::parse("26.9.2.1").expect("parses");
+        assert_eq!(pending(&[1, 2, 3, 4, 5, 6, 7, 8, 9], text).count(), 1);
         assert_eq!(ServerVersion::parse("garbage"), None);
     }
 

@@ -28,11 +28,11 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     // Row n is at start + n * step, in nanoseconds.
     let step = DAY_S * 1_000_000_000 / rows;
-    let insert = format!(
-        "INSERT INTO bench.logs (tenant, timestamp, time_unix_nano, severity_number, severity_text, service, host, \
+    let columns = "tenant, timestamp, time_unix_nano, severity_number, severity_text, service, host, \
          environment, body, request_id, trace_id, http_method, http_path, http_status, duration_ms, client_ip, \
-         user_agent, user_id, logger, module, function, attr_keys, attr_values, agent_id, seq) \
-         SELECT if(number % 10 = 9, 'globex', 'acme') AS tenant, \
+         user_agent, user_id, logger, module, function, attr_keys, attr_values, agent_id, seq";
+    let select = format!(
+        "SELECT if(number % 10 = 9, 'globex', 'acme') AS tenant, \
            toDateTime(intDiv(t, 1000000000)), t, \
            if(number % 20 = 0, 17, if(number % 20 = 1, 13, 9)), \
            if(number % 20 = 0, 'ERROR', if(number % 20 = 1, 'WARNING', 'INFO')), \
@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
          FROM (SELECT number, {start} * 1000000000 + number * {step} AS t \
                FROM numbers({rows}))"
     );
-    stack.ch.query(&insert);
+    stack.ch.seed_logs("bench", columns, &select);
     stack.ch.query("OPTIMIZE TABLE bench.logs FINAL");
     println!(
         "{rows} rows over 24 h inserted and merged in {:.1} s",
