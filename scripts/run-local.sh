@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: a private ClickHouse, a collector,
 # and an agent shipping sample logs that a writer keeps appending. Installs
-# what is missing, prints where to look, and stops everything on Ctrl-C.
+# what is missing, prints where to look, and stops everything on Ctrl-C or
+# SIGTERM. ClickHouse is Debian's 18.16, or 26.9 with LOGFERRY_CLICKHOUSE=26.9.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+generation="${LOGFERRY_CLICKHOUSE:-18.16}"
+case "$generation" in
+  18.16) ;;
+  26.9) setup_chdb ;;
+  *) echo "run-local: LOGFERRY_CLICKHOUSE is '$generation'; use 18.16 or 26.9" >&2; exit 2 ;;
+esac
 
 cargo build --release --workspace --bins --locked
 bin="$CARGO_TARGET_DIR/release"
@@ -24,12 +31,17 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; ech
 trap cleanup EXIT
 trap "exit 130" INT TERM
 
-clickhouse-server --config-file=/etc/clickhouse-server/config.xml -- \
-  --path="$home/clickhouse/data/" --tmp_path="$home/clickhouse/tmp/" \
-  --user_files_path="$home/clickhouse/user_files/" --format_schema_path="$home/clickhouse/fs/" \
-  --http_port=$http_port --tcp_port=$tcp_port --interserver_http_port=19009 \
-  --logger.log="$home/clickhouse/log.txt" --logger.errorlog="$home/clickhouse/err.txt" \
-  >"$home/clickhouse/stdout.txt" 2>&1 &
+if [ "$generation" = 26.9 ]; then
+  "$LOGFERRY_CHDB_PYTHON" tests/clickhouse/serve26.py "$home/clickhouse" $http_port $tcp_port \
+    >"$home/clickhouse/stdout.txt" 2>&1 &
+else
+  clickhouse-server --config-file=/etc/clickhouse-server/config.xml -- \
+    --path="$home/clickhouse/data/" --tmp_path="$home/clickhouse/tmp/" \
+    --user_files_path="$home/clickhouse/user_files/" --format_schema_path="$home/clickhouse/fs/" \
+    --http_port=$http_port --tcp_port=$tcp_port --interserver_http_port=19009 \
+    --logger.log="$home/clickhouse/log.txt" --logger.errorlog="$home/clickhouse/err.txt" \
+    >"$home/clickhouse/stdout.txt" 2>&1 &
+fi
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http_port/ping" >/dev/null && break; sleep 0.2; done
 
@@ -97,7 +109,7 @@ logferry is running (Ctrl-C stops everything):
   collector       $home/collector.toml, log $home/collector.log, ingest on 127.0.0.1:$ingest_port
   query API       $api/docs (interactive), $api/api/v1/openapi.json, gRPC on 127.0.0.1:$query_port
   admin login     user admin, password in $home/admin-password
-  ClickHouse      http://127.0.0.1:$http_port  (native port $tcp_port)
+  ClickHouse      $generation, http://127.0.0.1:$http_port  (native port $tcp_port)
 
 Search and tail through the API:
   token=\$(curl -s $api/api/v1/auth/login --data-urlencode username=admin --data-urlencode "password=\$(cat $home/admin-password)" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')

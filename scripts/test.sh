@@ -20,24 +20,8 @@ if [ ! -s "$LOGFERRY_GEOIP_MMDB" ]; then
   rm -rf "$tmp"
 fi
 
-# ClickHouse 26.9 for the tests beside Debian's 18.16: PyPI's chdb-core
-# (the engine as clickhouse-local, which serves real HTTP and native
-# listeners) in a virtual environment outside the clone, made once.
-chdb_venv="${LOGFERRY_CHDB_VENV:-/var/tmp/logferry-chdb}"
-chdb_version=26.9.0
-if ! "$chdb_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('chdb-core') != '$chdb_version')" 2>/dev/null; then
-  echo "== installing chdb-core $chdb_version (ClickHouse 26.9) into $chdb_venv"
-  if ! python3 -c "import ensurepip" 2>/dev/null; then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
-  fi
-  rm -rf "$chdb_venv"
-  python3 -m venv "$chdb_venv"
-  "$chdb_venv/bin/pip" install -q --no-deps "chdb-core==$chdb_version"
-fi
-export LOGFERRY_CHDB_PYTHON="$chdb_venv/bin/python"
+# ClickHouse 26.9 for the tests beside Debian's 18.16 (see setup.sh).
+setup_chdb
 
 # The workplace's real log samples and labelled requests, for the quality
 # test (not in the repository: their licences restrict redistribution).
@@ -58,3 +42,5 @@ echo "== tests (ClickHouse 18.16)"
 LOGFERRY_CLICKHOUSE=18.16 cargo test --release --workspace --locked
 echo "== end-to-end tests again (ClickHouse 26.9)"
 LOGFERRY_CLICKHOUSE=26.9 cargo test --release -p logferry-e2e --locked
+echo "== scripts/run-local.sh, driven as the README tells a newcomer to (both generations)"
+tests/run-local-test.sh

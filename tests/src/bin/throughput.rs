@@ -84,13 +84,16 @@ fn main() -> anyhow::Result<()> {
         logs.display()
     );
     let ch_cpu_before = ch.usage().map_or(0.0, |u| u.0);
+    let events_before = events(&ch);
     let started = Instant::now();
     let mut agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
     let mut peak = (0.0, 0.0, 0.0, 0.0);
+    let mut polls = 0;
     let done = wait_until(Duration::from_secs(1800), || {
         if let (Some(a), Some(c)) = (agent.proc.usage(), collector.proc.usage()) {
             peak = (a.0, a.1, c.0, c.1);
         }
+        polls += 1;
         ch.count("SELECT count() FROM bench.logs") >= lines
     });
     let shipped = started.elapsed();
@@ -104,6 +107,16 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(stored == lines, "expected {lines} rows, found {stored}");
     agent.proc.terminate();
     collector.proc.terminate();
+    let events_after = events(&ch);
+    let delta = |e: &str| {
+        let get = |m: &std::collections::HashMap<String, u64>| m.get(e).copied().unwrap_or(0);
+        get(&events_after).saturating_sub(get(&events_before))
+    };
+    let batches = ch.count("SELECT count() FROM bench.ingest_batches WHERE state = 2");
+    // This tool's own statements: one count per poll, and the two reads of
+    // the counters.
+    let statements = delta("Query").saturating_sub(polls + 2);
+    let per_batch = |n: u64| n as f64 / batches.max(1) as f64;
 
     let secs = shipped.as_secs_f64();
     println!();
@@ -130,5 +143,84 @@ fn main() -> anyhow::Result<()> {
         lines as f64 / cat.as_secs_f64(),
         mib / cat.as_secs_f64()
     );
+    println!();
+    println!(
+        "ClickHouse {}: {batches} batches; per batch {:.2} statements ({:.2} INSERT, {:.2} SELECT), \
+         {:.2} new parts; {:.1} CPU s per million lines",
+        ch.query("SELECT version()").trim(),
+        per_batch(statements),
+        per_batch(delta("InsertQuery")),
+        per_batch(delta("SelectQuery").saturating_sub(polls)),
+        per_batch(delta("MergeTreeDataWriterBlocks")),
+        ch_cpu / lines as f64 * 1e6
+    );
+    storage(&ch, lines)?;
     Ok(())
+}
+
+/// Bytes on disk per million lines of `bench.logs`, merged, and, on a
+/// modern layout, of the same rows in the baseline's column types (a copy
+/// with no codecs, `LowCardinality` or maps).
+fn storage(ch: &ClickHouse, lines: u64) -> anyhow::Result<()> {
+    let bytes = |table: &str| -> anyhow::Result<(f64, f64)> {
+        ch.query(&format!("OPTIMIZE TABLE bench.{table} FINAL"));
+        let row = ch.query(&format!(
+            "SELECT sum(data_compressed_bytes), sum(secondary_indices_compressed_bytes) \
+             FROM system.parts WHERE database = 'bench' AND table = '{table}' AND active"
+        ));
+        let mut it = row.split_whitespace().map(str::parse::<f64>);
+        let per_m = 1e6 / lines as f64 / (1 << 20) as f64;
+        Ok((
+            it.next().unwrap_or(Ok(0.0))? * per_m,
+            it.next().unwrap_or(Ok(0.0))? * per_m,
+        ))
+    };
+    let (columns, indexes) = bytes("logs")?;
+    let layout = if ch.has_maps_layout("bench") {
+        "modern"
+    } else {
+        "baseline"
+    };
+    println!(
+        "storage, {layout} layout: {columns:.1} MiB of columns and {indexes:.1} MiB of skip indexes per million lines"
+    );
+    if layout == "modern" {
+        // The baseline's types: strings for `LowCardinality`, the arrays
+        // and nanoseconds the aliases compute, default compression.
+        let columns: Vec<String> = ch
+            .query(
+                "SELECT name, type FROM system.columns WHERE database = 'bench' AND table = 'logs' \
+                 AND name NOT IN ('time', 'attributes', 'resource') ORDER BY position",
+            )
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(name, ty)| {
+                let ty = ty.replace("LowCardinality(String)", "String");
+                format!("CAST({name} AS {ty}) AS {name}")
+            })
+            .collect();
+        ch.query(&format!(
+            "CREATE TABLE bench.logs_baseline ENGINE = MergeTree PARTITION BY toYYYYMMDD(timestamp) \
+             ORDER BY (tenant, service, timestamp) AS SELECT {} FROM bench.logs",
+            columns.join(", ")
+        ));
+        let (columns, _) = bytes("logs_baseline")?;
+        println!("storage, the same rows in the baseline's types: {columns:.1} MiB of columns per million lines");
+    }
+    Ok(())
+}
+
+/// The server's cumulative counters (`system.events`) that say what it
+/// was asked to do: statements, and blocks written (a new part each).
+fn events(ch: &ClickHouse) -> std::collections::HashMap<String, u64> {
+    ch.query(
+        "SELECT event, value FROM system.events \
+         WHERE event IN ('Query', 'InsertQuery', 'SelectQuery', 'MergeTreeDataWriterBlocks')",
+    )
+    .lines()
+    .filter_map(|l| {
+        let (name, value) = l.split_once('\t')?;
+        Some((name.to_string(), value.parse().ok()?))
+    })
+    .collect()
 }
