@@ -17,11 +17,29 @@ pub use tempfile::TempDir;
 pub mod api;
 pub mod receiver;
 
+/// A port nothing listens on, below the kernel's ephemeral range
+/// (32768-60999 on Linux): a port the kernel handed out for listening
+/// could be given next to an outgoing connection before the test's server
+/// binds it. Each test process walks its own stretch of 20000-32767, from
+/// a point set by its pid, and skips ports in use.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(2_654_435_761) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}-{}", FIRST + SPAN - 1)
 }
 
 /// Polls `check` until it holds or `timeout` passes; returns whether it held.
