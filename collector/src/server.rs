@@ -242,7 +242,7 @@ async fn connect(config: Config, tx: watch::Sender<Option<Store>>, shutdown: Can
     loop {
         match Store::open(&config.clickhouse).await {
             Ok(store) => {
-                info!(server = %store.version, database = %config.clickhouse.database, "clickhouse ready");
+                info!(server = %store.version, database = %config.clickhouse.database, layout = ?store.layout, "clickhouse ready");
                 let _ = tx.send(Some(store));
                 return;
             }

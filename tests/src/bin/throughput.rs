@@ -164,10 +164,16 @@ fn main() -> anyhow::Result<()> {
 fn storage(ch: &ClickHouse, lines: u64) -> anyhow::Result<()> {
     let bytes = |table: &str| -> anyhow::Result<(f64, f64)> {
         ch.query(&format!("OPTIMIZE TABLE bench.{table} FINAL"));
-        let row = ch.query(&format!(
-            "SELECT sum(data_compressed_bytes), sum(secondary_indices_compressed_bytes) \
-             FROM system.parts WHERE database = 'bench' AND table = '{table}' AND active"
-        ));
+        // 18.16 has no skip indexes, nor the column that sizes them.
+        let parts = |indexes: &str| {
+            ch.try_query(&format!(
+                "SELECT sum(data_compressed_bytes), {indexes} \
+                 FROM system.parts WHERE database = 'bench' AND table = '{table}' AND active"
+            ))
+        };
+        let row = parts("sum(secondary_indices_compressed_bytes)")
+            .or_else(|_| parts("0"))
+            .map_err(anyhow::Error::msg)?;
         let mut it = row.split_whitespace().map(str::parse::<f64>);
         let per_m = 1e6 / lines as f64 / (1 << 20) as f64;
         Ok((
