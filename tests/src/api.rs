@@ -226,15 +226,9 @@ pub async fn insert_rows(ch_url: &str, database: &str, rows: &[Value]) {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let maps = post(
-        ch_url,
-        format!(
-            "SELECT count() FROM system.columns WHERE database = '{database}' AND table = 'logs' \
-             AND name = 'time' AND default_kind = ''"
-        ),
-    )
-    .await
-    .trim()
+    let maps = post(ch_url, crate::maps_layout_query(database))
+        .await
+        .trim()
         == "1";
     if !maps {
         post(

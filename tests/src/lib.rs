@@ -204,7 +204,9 @@ pub const CLICKHOUSE_PASSWORD: &str = "clickhouse test password";
 
 /// The users of an 18.16 test server: Debian's `default`, and `logferry`
 /// with `CLICKHOUSE_PASSWORD`.
-const USERS_XML_18: &str = r#"<?xml version="1.0"?>
+fn users_xml_18() -> String {
+    format!(
+        r#"<?xml version="1.0"?>
 <yandex>
     <profiles><default><max_memory_usage>10000000000</max_memory_usage></default></profiles>
     <users>
@@ -215,7 +217,7 @@ const USERS_XML_18: &str = r#"<?xml version="1.0"?>
             <quota>default</quota>
         </default>
         <logferry>
-            <password>clickhouse test password</password>
+            <password>{CLICKHOUSE_PASSWORD}</password>
             <networks><ip>::/0</ip></networks>
             <profile>default</profile>
             <quota>default</quota>
@@ -224,7 +226,9 @@ const USERS_XML_18: &str = r#"<?xml version="1.0"?>
     <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
         <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
-"#;
+"#
+    )
+}
 
 /// This package's directory in the checkout being tested: cargo sets
 /// `CARGO_MANIFEST_DIR` when it runs a test, and a target directory shared
@@ -285,7 +289,7 @@ impl ClickHouse {
             let server = which("clickhouse-server").unwrap_or_else(|| {
                 panic!("clickhouse-server is not installed: apt-get install -y clickhouse-server clickhouse-client (the README's test command does it)")
             });
-            std::fs::write(dir.path().join("users.xml"), USERS_XML_18).expect("users.xml");
+            std::fs::write(dir.path().join("users.xml"), users_xml_18()).expect("users.xml");
             let mut args = vec![
                 "--config-file=/etc/clickhouse-server/config.xml".to_string(),
                 "--".into(),
@@ -395,10 +399,7 @@ impl ClickHouse {
     /// Whether `db.logs` stores `time` and `attributes` (a database
     /// created on a modern server) rather than the baseline's arrays.
     pub fn has_maps_layout(&self, db: &str) -> bool {
-        self.count(&format!(
-            "SELECT count() FROM system.columns WHERE database = '{db}' AND table = 'logs' \
-             AND name = 'time' AND default_kind = ''"
-        )) > 0
+        self.count(&maps_layout_query(db)) > 0
     }
 
     pub fn query(&self, sql: &str) -> String {
@@ -430,6 +431,14 @@ fn which(name: &str) -> Option<PathBuf> {
             .map(|p| p.join(name))
             .find(|p| p.exists())
     })
+}
+
+/// 1 when `db.logs` stores `time` (the modern layout), else 0.
+pub fn maps_layout_query(db: &str) -> String {
+    format!(
+        "SELECT count() FROM system.columns WHERE database = '{db}' AND table = 'logs' \
+         AND name = 'time' AND default_kind = ''"
+    )
 }
 
 /// The statements that move rows written under the baseline's names into

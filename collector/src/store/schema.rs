@@ -16,8 +16,9 @@
 //! upgraded server is brought to the same query surface in place by
 //! migration 9 (`LowCardinality`, codecs, the `time` and `attributes`
 //! aliases); its arrays and nanosecond integer stay physical, since
-//! converting them would rewrite every part while other collectors insert. The collector reads which layout `logs` has from
-//! `system.columns` (`Store::layout`).
+//! converting them would rewrite every part while other collectors insert.
+//! The collector reads which layout `logs` has from `system.columns`
+//! (`Store::layout`).
 //!
 //! Every statement is safe to run twice (`IF NOT EXISTS`, or for `ADD
 //! COLUMN` on 18.16, "already exists" accepted), so collectors
