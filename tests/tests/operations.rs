@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use logferry_collector::store::schema::{ServerVersion, MIGRATIONS};
 use logferry_e2e::{bin, wait_until, write_config, ClickHouse, Collector, TempDir};
 
 #[test]
@@ -138,4 +139,30 @@ fn a_new_file_is_picked_up_within_a_second() {
             "new file {i} took {took:?}"
         );
     }
+}
+
+#[test]
+fn collectors_starting_together_on_a_new_database_all_migrate_it() {
+    let dir = TempDir::new().expect("tempdir");
+    let ch = ClickHouse::start();
+    // Started at once, they run the same migrations at the same time; a
+    // column one of them added is what the others wanted (on 26.9 that
+    // answer is DUPLICATE_COLUMN, which once stopped `run-local.sh`).
+    let collectors: Vec<Collector> = (0..4)
+        .map(|n| Collector::new(dir.path(), &format!("c{n}"), &ch, "together", ""))
+        .collect();
+    for c in &collectors {
+        c.wait_connected();
+        let log = c.proc.log_text();
+        assert!(!log.contains("cannot reach clickhouse"), "{log}");
+    }
+    let server = ServerVersion::parse(&ch.query("SELECT version()")).expect("a version");
+    let expected = MIGRATIONS
+        .iter()
+        .filter(|m| m.requires.is_none_or(|r| server >= r))
+        .count() as u64;
+    assert_eq!(
+        ch.count("SELECT uniqExact(version) FROM together.schema_migrations"),
+        expected
+    );
 }

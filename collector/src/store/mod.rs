@@ -170,6 +170,24 @@ mod tests {
     }
 
     #[test]
+    fn a_column_another_collector_added_is_what_the_migration_wanted() {
+        let add = "ALTER TABLE {db}.logs ADD COLUMN pattern_id UInt64";
+        // As 18.16 and 26.9 answer when the column is there.
+        let old = "Code: 44, e.displayText() = DB::Exception: Cannot add column pattern_id: column with this name already exists";
+        let new = "Code: 15. DB::Exception: Cannot add column `pattern_id`: column with this name already exists. (DUPLICATE_COLUMN) (version 26.9.2.1)";
+        assert!(column_already_added(add, old));
+        assert!(column_already_added(add, new));
+        assert!(!column_already_added(
+            add,
+            "Code: 60. DB::Exception: Table upgrade.logs doesn't exist"
+        ));
+        assert!(!column_already_added(
+            "CREATE TABLE IF NOT EXISTS {db}.x (a UInt8) ENGINE = Memory",
+            new
+        ));
+    }
+
+    #[test]
     fn inserts_span_at_most_fifty_days() {
         let mut rows: Vec<LogRow> = [3, 1, 2, 1].into_iter().map(row).collect();
         assert_eq!(
@@ -241,6 +259,15 @@ fn day_groups(rows: &mut [LogRow]) -> Vec<&[LogRow]> {
         rest = tail;
     }
     groups
+}
+
+/// Whether `error` says that the column `statement` adds exists already:
+/// what the statement wanted, added by another collector starting at the
+/// same time (or an earlier attempt). 18.16 has no `ADD COLUMN IF NOT
+/// EXISTS`; it answers code 44 (ILLEGAL_COLUMN), newer servers 15
+/// (DUPLICATE_COLUMN).
+fn column_already_added(statement: &str, error: &str) -> bool {
+    statement.contains(" ADD COLUMN ") && (error.contains("Code: 44") || error.contains("Code: 15"))
 }
 
 /// The TTL clause of `logs` for a retention of `days`, as the server
@@ -376,11 +403,8 @@ impl Store {
             );
             for statement in m.statements_for(self.version) {
                 match self.client.query(&self.sql(statement)).execute().await {
-                    // 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column that
-                    // another collector (or an earlier attempt) added is
-                    // what this statement wanted.
                     Err(clickhouse::error::Error::BadResponse(e))
-                        if statement.contains(" ADD COLUMN ") && e.contains("Code: 44") => {}
+                        if column_already_added(statement, &e) => {}
                     result => result?,
                 }
             }

@@ -290,7 +290,7 @@ pub const MIGRATIONS: &[Migration] = &[
             // Filled by the collector at ingest (`analyze::stamp`); rows
             // written before this migration read as 0 and "". Without
             // `IF NOT EXISTS` on 18.16, the runner accepts "column already
-            // exists" (code 44) for these statements.
+            // exists" for these statements (`column_already_added`).
             "ALTER TABLE {db}.logs ADD COLUMN pattern_id UInt64",
             "ALTER TABLE {db}.logs ADD COLUMN security_class String",
             "ALTER TABLE {db}.logs ADD COLUMN security_rules Array(String)",
