@@ -165,6 +165,10 @@ pub struct QueueConfig {
     /// RESOURCE_EXHAUSTED.
     pub max_bytes: u64,
     pub sync: SyncPolicy,
+    /// Free space to leave on the queue's filesystem: below it, the queue
+    /// refuses records as when it is full (tailing pauses, pushes get
+    /// RESOURCE_EXHAUSTED) until collectors drain it or space is freed.
+    pub min_free_bytes: u64,
 }
 
 impl Default for QueueConfig {
@@ -172,6 +176,7 @@ impl Default for QueueConfig {
         QueueConfig {
             max_bytes: 1 << 30,
             sync: SyncPolicy::Always,
+            min_free_bytes: 128 << 20,
         }
     }
 }

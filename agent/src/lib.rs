@@ -7,9 +7,13 @@
 //!   checkpoints, line framing, the reader thread;
 //! - `queue`: the RocksDB queue (records, batch manifests, checkpoints);
 //! - `push`: the gRPC receiver for applications;
-//! - `forward`: batching, sending with failover and backoff, acknowledging;
+//! - `forward`: batching, sending with failover and backoff, acknowledging,
+//!   setting aside what every collector refuses for good;
+//! - `commands`: `dead-letters`, `check-state`, `repair`, run with the
+//!   agent stopped;
 //! - `server`: wires the pieces together and shuts them down in order.
 
+pub mod commands;
 pub mod config;
 pub mod forward;
 pub mod metrics;

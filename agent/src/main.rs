@@ -9,5 +9,11 @@ fn main() -> ExitCode {
                 and forwards batches to logferry collectors.",
         default_config: "/etc/logferry/agent.toml",
     };
-    logferry_daemon::main(program, logferry_agent::server::run)
+    logferry_daemon::main_with_commands(
+        program,
+        logferry_agent::commands::commands(),
+        Vec::new(),
+        logferry_agent::server::run,
+        |config, name, args| async move { logferry_agent::commands::run(config, &name, &args).await },
+    )
 }

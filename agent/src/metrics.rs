@@ -12,8 +12,8 @@ use std::sync::Arc;
 use logferry_proto::AgentReport;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -25,6 +25,7 @@ pub struct Metrics {
     pub lines: IntCounterVec,
     pub bytes: IntCounterVec,
     pub unread_bytes: IntGaugeVec,
+    pub unread_age: GaugeVec,
     pub files: IntGaugeVec,
     pub rotations: IntCounterVec,
     pub truncations: IntCounterVec,
@@ -34,6 +35,10 @@ pub struct Metrics {
     queue_records: IntGauge,
     queue_bytes: IntGauge,
     queue_oldest: Gauge,
+    dead_letter_batches: IntGauge,
+    dead_letter_records: IntGauge,
+    pub queue_lost_records: IntCounter,
+    disk_free: IntGauge,
     pub batches: IntCounterVec,
     pub retries: IntCounter,
     pub roundtrip: Histogram,
@@ -90,6 +95,17 @@ impl Metrics {
                 "Bytes written to followed files and not read yet, by source: how far behind the files the agent is.",
                 &["source"],
             ),
+            unread_age: reg(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "logferry_agent_tail_unread_age_seconds",
+                        "How long the source's longest-waiting file has had bytes not read yet, by source (0 when none): its oldest unread line is at least this old.",
+                    ),
+                    &["source"],
+                )
+                .expect("valid metric"),
+            ),
             files: gauges(
                 "logferry_agent_tail_files",
                 "Files followed, by source.",
@@ -133,9 +149,29 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            dead_letter_batches: gauge(
+                "logferry_agent_queue_dead_letter_batches",
+                "Batches every collector refused for good, kept in the dead-letter area until `logferry-agent dead-letters replay`.",
+            ),
+            dead_letter_records: gauge(
+                "logferry_agent_queue_dead_letter_records",
+                "Records of the batches in the dead-letter area.",
+            ),
+            disk_free: gauge(
+                "logferry_agent_queue_disk_free_bytes",
+                "Bytes available on the queue's filesystem; below queue.min_free_bytes the queue takes no records (tailing pauses, pushes are refused).",
+            ),
+            queue_lost_records: reg(
+                &registry,
+                IntCounter::new(
+                    "logferry_agent_queue_lost_records_total",
+                    "Records lost to a damaged queue, counted when it was recovered at start (the damaged queue is kept under data_dir/quarantine).",
+                )
+                .expect("valid metric"),
+            ),
             batches: counters(
                 "logferry_agent_forward_batches_total",
-                "Batch sends, by outcome: acknowledged, duplicate (stored before), failed (to be retried).",
+                "Batch sends, by outcome: acknowledged, duplicate (stored before), failed (to be retried), overloaded (the collector asked to wait: retried after its hint), refused (for good by that collector), dead_lettered (refused by every collector, set aside).",
                 &["outcome"],
             ),
             retries: reg(
@@ -172,7 +208,14 @@ impl Metrics {
     /// Creates the series of every known label value at 0, so they exist
     /// (and rates work) before the first event.
     pub fn init(&self, sources: &[String]) {
-        for outcome in ["acknowledged", "duplicate", "failed"] {
+        for outcome in [
+            "acknowledged",
+            "duplicate",
+            "failed",
+            "overloaded",
+            "refused",
+            "dead_lettered",
+        ] {
             self.batches.with_label_values(&[outcome]);
         }
         for outcome in ["accepted", "refused"] {
@@ -192,6 +235,7 @@ impl Metrics {
             }
             self.files.with_label_values(&source);
             self.unread_bytes.with_label_values(&source);
+            self.unread_age.with_label_values(&source);
             self.abandoned_bytes
                 .with_label_values(&[s.as_str(), "truncated"]);
         }
@@ -213,6 +257,12 @@ impl Metrics {
         self.queue_bytes.set(depth.bytes as i64);
         self.queue_oldest
             .set(depth.oldest_unacked.map_or(0.0, |d| d.as_secs_f64()));
+        if let Ok(free) = queue.disk_free() {
+            self.disk_free.set(free as i64);
+        }
+        let dead = queue.dead_letter_totals();
+        self.dead_letter_batches.set(dead.batches as i64);
+        self.dead_letter_records.set(dead.records as i64);
     }
 
     /// What this agent run could not ship, and how far behind it is:
@@ -238,6 +288,7 @@ impl Metrics {
             })
             .sum();
         let depth = queue.depth();
+        let dead = queue.dead_letter_totals();
         AgentReport {
             started_unix_s: self.started_s,
             abandoned_bytes: sum(&self.abandoned_bytes),
@@ -246,6 +297,15 @@ impl Metrics {
             unread_bytes: unread.max(0) as u64,
             queue_records: depth.records,
             oldest_unacked_s: depth.oldest_unacked.map_or(0, |d| d.as_secs()),
+            dead_letter_batches: dead.batches,
+            dead_letter_records: dead.records,
+            queue_lost_records: self.queue_lost_records.get(),
+            unread_age_s: self
+                .unread_age
+                .collect()
+                .iter()
+                .flat_map(|f| f.get_metric().iter().map(|m| m.get_gauge().get_value()))
+                .fold(0.0, f64::max) as u64,
         }
     }
 }

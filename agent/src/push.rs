@@ -70,7 +70,9 @@ impl PushReceiver {
             .await
             .map_err(|_| Status::internal("queue writer stopped"))?
             .map_err(|e| match e {
-                QueueError::Full { .. } => Status::resource_exhausted(e.to_string()),
+                QueueError::Full { .. } | QueueError::DiskFull { .. } => {
+                    Status::resource_exhausted(e.to_string())
+                }
                 // The whole chain: "queue database error" alone says nothing.
                 other => Status::unavailable(format!(
                     "queue write failed: {:#}",

@@ -1,7 +1,9 @@
 //! Wires the agent together and shuts it down in order.
 //!
-//! Start: open the queue, start the tailer thread (with its watcher), the
-//! push receiver and the forwarder. Stop, all within `shutdown_timeout_ms`:
+//! Start: open the queue (recovering it first if damaged, `queue::recover`;
+//! it keeps `queue.min_free_bytes` free), start the tailer thread (with its
+//! watcher), the push receiver and the forwarder. Stop, all within
+//! `shutdown_timeout_ms`:
 //! stop reading files, stop accepting pushes (in-flight pushes finish), give
 //! batches in flight the rest of the time, then flush and close the queue.
 
@@ -31,9 +33,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.queue.max_bytes,
         config.queue.sync == SyncPolicy::Always,
     );
-    let queue = tokio::task::spawn_blocking(move || Queue::open(&dir, max_bytes, sync))
-        .await?
-        .with_context(|| format!("cannot open the queue in {}", config.data_dir.display()))?;
+    let (queue, recovery) =
+        tokio::task::spawn_blocking(move || Queue::open_or_recover(&dir, max_bytes, sync))
+            .await?
+            .with_context(|| format!("cannot open the queue in {}", config.data_dir.display()))?;
     let host = if config.host_name.is_empty() {
         hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
@@ -48,7 +51,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ];
     resource.extend(config.resource.iter().map(|(k, v)| KeyValue::string(k, v)));
 
+    queue.reserve_free(config.queue.min_free_bytes);
     let metrics = Arc::new(Metrics::new());
+    if let Some(r) = recovery {
+        metrics.queue_lost_records.inc_by(r.lost_records);
+        error!(
+            lost_records = r.lost_records,
+            "the queue was damaged and has been recovered: {r}"
+        );
+    }
     metrics.init(
         &config
             .sources
@@ -197,10 +208,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     stop_tailing.store(true, Ordering::Relaxed);
     if let Some(h) = tailer {
-        match tokio::task::spawn_blocking(move || h.join()).await? {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = %format!("{:#}", anyhow::Error::from(e)), "tailer failed"),
-            Err(_) => error!("tailer panicked"),
+        // A read stuck in the kernel (a hung network filesystem) must not
+        // hold the exit past `shutdown_timeout_ms`: what the tailer read and
+        // did not commit is read again at the next start.
+        let joined = tokio::task::spawn_blocking(move || h.join());
+        match tokio::time::timeout(timeout / 4, joined).await {
+            Ok(joined) => match joined? {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!(error = %format!("{:#}", anyhow::Error::from(e)), "tailer failed"),
+                Err(_) => error!("tailer panicked"),
+            },
+            Err(_) => warn!(
+                "the tailer did not stop within a quarter of shutdown_timeout_ms; exiting without it (what it read and did not commit is read again at the next start)"
+            ),
         }
     }
     stop_push.cancel();

@@ -13,6 +13,19 @@ mod generated {
 
 pub use generated::*;
 
+/// The metadata key of a permanent refusal of a batch: its value is one of
+/// the `REFUSAL_*` reasons. A refusal without it is transient.
+pub const REFUSAL_KEY: &str = "logferry-refusal";
+/// The batch itself is malformed: a chunk does not decode, a record lies
+/// outside the batch's range, the identity is incomplete.
+pub const REFUSAL_MALFORMED: &str = "malformed";
+/// The batch holds more records than the collector takes in one batch.
+pub const REFUSAL_TOO_LARGE: &str = "too-large";
+
+/// The metadata key of a RESOURCE_EXHAUSTED answer of an overloaded
+/// collector: how long to wait before sending the batch again, in ms.
+pub const RETRY_AFTER_MS_KEY: &str = "logferry-retry-after-ms";
+
 impl AnyValue {
     pub fn string(s: impl Into<String>) -> Self {
         AnyValue {

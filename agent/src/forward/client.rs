@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use logferry_proto::ingest_service_client::IngestServiceClient;
-use logferry_proto::{ExportRequest, ExportResponse};
+use logferry_proto::{ExportRequest, ExportResponse, REFUSAL_KEY, RETRY_AFTER_MS_KEY};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -24,6 +24,32 @@ pub enum SendError {
     },
     #[error("collector {endpoint} did not answer within {timeout:?}")]
     Timeout { endpoint: String, timeout: Duration },
+}
+
+impl SendError {
+    pub fn endpoint(&self) -> &str {
+        match self {
+            SendError::Status { endpoint, .. } | SendError::Timeout { endpoint, .. } => endpoint,
+        }
+    }
+
+    /// When an overloaded collector said how long to wait.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let SendError::Status { status, .. } = self else {
+            return None;
+        };
+        let ms = status.metadata().get(RETRY_AFTER_MS_KEY)?.to_str().ok()?;
+        ms.parse().ok().map(Duration::from_millis)
+    }
+
+    /// When the collector refused the batch for good: its reason and words.
+    pub fn refusal(&self) -> Option<String> {
+        let SendError::Status { status, .. } = self else {
+            return None;
+        };
+        let reason = status.metadata().get(REFUSAL_KEY)?.to_str().ok()?;
+        Some(format!("{reason}: {}", status.message()))
+    }
 }
 
 pub struct Client {
@@ -112,6 +138,10 @@ impl Client {
             timeout,
             authorization,
         })
+    }
+
+    pub fn endpoints(&self) -> usize {
+        self.endpoints.len()
     }
 
     /// One attempt against the current endpoint. On failure the next

@@ -7,7 +7,12 @@
 //! resend carries the same records under the same identity, and the
 //! collector stores it once. Up to `max_in_flight` batches travel at once;
 //! each is retried, with failover and backoff, until some collector
-//! acknowledges it. A batch is never given up.
+//! acknowledges it, or until every collector has refused it for good (the
+//! refusal says so, `logferry_proto::REFUSAL_KEY`: a batch that does not
+//! decode, or holds more records than a collector takes). Such a batch moves
+//! to the queue's dead-letter area, records kept, and stops holding a slot;
+//! `logferry-agent dead-letters replay` sends it again. Every other failure
+//! (a collector down, overloaded, a refused credential) is retried forever.
 //!
 //! One attempt of a batch ends (answer or `request_timeout_ms`) before the
 //! next begins, and that timeout exceeds the collector's own deadline for a
@@ -15,6 +20,7 @@
 
 mod client;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +31,7 @@ use tracing::{debug, error, warn};
 
 use crate::config::ForwardConfig;
 use crate::metrics::Metrics;
-use crate::queue::{Batch, Queue};
+use crate::queue::{Batch, Manifest, Queue};
 pub use client::Client;
 
 pub struct Forwarder {
@@ -151,6 +157,8 @@ impl Forwarder {
         async move {
             let mut backoff = initial;
             let mut failures = 0u32;
+            // Collectors that refused this batch for good.
+            let mut refused_by = HashSet::new();
             loop {
                 if failures > 0 {
                     metrics.retries.inc();
@@ -180,19 +188,95 @@ impl Forwarder {
                         return;
                     }
                     Err(e) => {
-                        metrics.batches.with_label_values(&["failed"]).inc();
+                        let refusal = e.refusal();
+                        if let Some(reason) = &refusal {
+                            metrics.batches.with_label_values(&["refused"]).inc();
+                            warn!(
+                                first_seq = manifest.first_seq,
+                                endpoint = e.endpoint(),
+                                reason,
+                                "a collector refused a batch for good"
+                            );
+                            let new = refused_by.insert(e.endpoint().to_string());
+                            if refused_by.len() >= client.endpoints() {
+                                if set_aside(&queue, &metrics, manifest, reason).await {
+                                    return;
+                                }
+                            } else if new {
+                                // Ask the next collector straight away.
+                                continue;
+                            }
+                        }
                         failures += 1;
                         // Log the first failure and then every tenth, not every retry.
                         if failures == 1 || failures.is_multiple_of(10) {
                             warn!(first_seq = manifest.first_seq, failures, error = %e, "batch not delivered; retrying");
                         }
-                        tokio::time::sleep(jitter(backoff)).await;
-                        backoff = (backoff * 2).min(max);
+                        let wait = match e.retry_after() {
+                            // An overloaded collector's hint, stretched by
+                            // up to half so that agents do not return at once.
+                            Some(hint) => {
+                                metrics.batches.with_label_values(&["overloaded"]).inc();
+                                hint.mul_f64(1.0 + rand::random::<f64>() / 2.0)
+                            }
+                            None => {
+                                if refusal.is_none() {
+                                    metrics.batches.with_label_values(&["failed"]).inc();
+                                }
+                                let wait = jitter(backoff);
+                                backoff = (backoff * 2).min(max);
+                                wait
+                            }
+                        };
+                        tokio::time::sleep(wait).await;
                     }
                 }
             }
         }
     }
+}
+
+/// Moves a batch every collector refused for good to the dead-letter area;
+/// false if that failed (the batch is then retried).
+async fn set_aside(
+    queue: &Arc<Queue>,
+    metrics: &Metrics,
+    manifest: Manifest,
+    reason: &str,
+) -> bool {
+    let reason = bounded(reason.to_string());
+    let moved = {
+        let (queue, reason) = (queue.clone(), reason.clone());
+        tokio::task::spawn_blocking(move || queue.dead_letter(&manifest, &reason)).await
+    };
+    if matches!(moved, Ok(Ok(()))) {
+        metrics.batches.with_label_values(&["dead_lettered"]).inc();
+        error!(
+            first_seq = manifest.first_seq,
+            records = manifest.records,
+            reason,
+            "every collector refused a batch for good; it is kept in the dead-letter area: fix the cause, then `logferry-agent dead-letters replay`"
+        );
+        return true;
+    }
+    error!(
+        first_seq = manifest.first_seq,
+        "cannot move a refused batch to the dead-letter area; retrying it"
+    );
+    false
+}
+
+/// A refusal's words, cut to what a dead letter keeps (1 KiB).
+fn bounded(mut reason: String) -> String {
+    const MAX: usize = 1024;
+    if reason.len() > MAX {
+        let mut end = MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 /// Full jitter: a random wait between half the backoff and the backoff.

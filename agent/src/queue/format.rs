@@ -6,6 +6,9 @@
 //!                           value = count: u32 BE, chunk: encoded logferry.v1.Chunk
 //! column family `batches`:  key  = first_seq: u64 BE
 //!                           value = last_seq: u64 BE, bytes: u64 BE, records: u64 BE
+//! column family `dead_letters`: key = first_seq: u64 BE
+//!                           value = a `batches` value, refused_unix_ms: u64 BE,
+//!                                   reason: UTF-8 (the collector's words)
 //! column family `checkpoints`: key and value owned by `tail::checkpoint`
 //! column family `default`:  "agent_id" -> UTF-8 uuid, "epoch" -> u32 BE
 //! ```
@@ -79,6 +82,38 @@ impl Manifest {
     }
 }
 
+/// A batch every collector refused for good, set aside with its records
+/// (which stay in `records`) until it is replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub manifest: Manifest,
+    pub refused_unix_ms: u64,
+    pub reason: String,
+}
+
+impl DeadLetter {
+    pub fn encode_value(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(32 + self.reason.len());
+        v.extend_from_slice(&self.manifest.encode_value());
+        v.extend_from_slice(&self.refused_unix_ms.to_be_bytes());
+        v.extend_from_slice(self.reason.as_bytes());
+        v
+    }
+
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<DeadLetter, QueueError> {
+        if value.len() < 32 {
+            return Err(QueueError::Corrupt("dead letter"));
+        }
+        let (manifest, rest) = value.split_at(24);
+        let (at, reason) = rest.split_at(8);
+        Ok(DeadLetter {
+            manifest: Manifest::decode(key, manifest)?,
+            refused_unix_ms: u64::from_be_bytes(at.try_into().expect("8 bytes")),
+            reason: String::from_utf8_lossy(reason).into_owned(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +141,25 @@ mod tests {
             [0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 2]
         );
         assert_eq!(Manifest::decode(&seq_key(1), &v).expect("valid"), m);
+    }
+
+    #[test]
+    fn dead_letter_format_is_stable() {
+        let d = DeadLetter {
+            manifest: Manifest {
+                first_seq: 1,
+                last_seq: 2,
+                bytes: 3,
+                records: 2,
+            },
+            refused_unix_ms: 4,
+            reason: "r".into(),
+        };
+        let v = d.encode_value();
+        let mut expected = d.manifest.encode_value().to_vec();
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 4, b'r']);
+        assert_eq!(v, expected);
+        assert_eq!(DeadLetter::decode(&seq_key(1), &v).expect("valid"), d);
+        assert!(DeadLetter::decode(&seq_key(1), &v[..31]).is_err());
     }
 }

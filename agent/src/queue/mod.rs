@@ -13,6 +13,10 @@
 //!    identity.
 //! 3. `ack`: once a collector acknowledged the batch, its records and
 //!    manifest are deleted in one write.
+//! 4. Or `dead_letter`: every collector refused the batch for good, and its
+//!    manifest moves to `dead_letters` in one write; the records stay,
+//!    counted in `bytes`, until `replay` moves the manifest back (same
+//!    identity, so the collector still stores the batch once).
 //!
 //! Sequence numbers are assigned under a lock but written outside it, so that
 //! concurrent commits share RocksDB's group commit (one fsync for many). A
@@ -22,6 +26,7 @@
 //! Every method blocks on disk I/O: call them from a blocking thread.
 
 mod format;
+mod recover;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -34,21 +39,34 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 use logferry_proto::Chunk;
 
-pub use format::Manifest;
 use format::{decode_seq, record_value, seq_key, split_record_value, EPOCH_SHIFT};
+pub use format::{DeadLetter, Manifest};
+pub use recover::Recovery;
 
 const CF_RECORDS: &str = "records";
 const CF_BATCHES: &str = "batches";
 const CF_CHECKPOINTS: &str = "checkpoints";
+const CF_DEAD_LETTERS: &str = "dead_letters";
+
+/// How stale the free space `room` goes by may be: far less than the
+/// reserve can fill in that time.
+const DISK_LOOK_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("queue is full ({bytes} of {max_bytes} bytes); waiting for collectors to catch up")]
     Full { bytes: u64, max_bytes: u64 },
+    #[error(
+        "the queue's disk has {available} bytes free, less than queue.min_free_bytes ({min_free}); \
+         waiting for room (collectors catching up, or space freed)"
+    )]
+    DiskFull { available: u64, min_free: u64 },
     #[error("queue database error")]
     Db(#[from] rocksdb::Error),
     #[error("queue holds a corrupt {0}; the data directory was damaged or written by an incompatible version")]
     Corrupt(&'static str),
+    #[error("a file operation of the queue failed")]
+    Io(#[from] std::io::Error),
 }
 
 /// A batch ready to send: its identity and the encoded chunks it carries.
@@ -73,12 +91,38 @@ struct State {
     /// when their oldest record was queued, as far as known: batches left
     /// from before a restart count from the restart).
     batches: BTreeMap<u64, (u64, Instant)>,
+    dead: DeadLetters,
+}
+
+/// What the dead-letter area holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadLetters {
+    pub batches: u64,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl DeadLetters {
+    fn add(&mut self, m: &Manifest) {
+        self.batches += 1;
+        self.records += m.records;
+        self.bytes += m.bytes;
+    }
+
+    fn remove(&mut self, m: &Manifest) {
+        self.batches -= 1;
+        self.records -= m.records;
+        self.bytes -= m.bytes;
+    }
 }
 
 /// What the queue holds, for metrics and the agent's loss report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Depth {
+    /// Records to deliver (the dead-letter area's are not).
     pub records: u64,
+    /// Bytes on disk, the dead-letter area's included (they count towards
+    /// `max_bytes`).
     pub bytes: u64,
     /// How long the oldest record not yet acknowledged has waited.
     pub oldest_unacked: Option<Duration>,
@@ -96,6 +140,13 @@ pub struct Backlog {
 
 pub struct Queue {
     db: DB,
+    dir: std::path::PathBuf,
+    /// Free space the queue leaves on its disk (0: no check).
+    min_free: std::sync::atomic::AtomicU64,
+    /// The last look at that free space: when, and how much. Commits and
+    /// the tailer's every poll ask; the disk is looked at every
+    /// `DISK_LOOK_EVERY` at most.
+    disk: Mutex<Option<(Instant, u64)>>,
     agent_id: String,
     write_opts: WriteOptions,
     max_bytes: u64,
@@ -114,22 +165,7 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     pub fn open(dir: &Path, max_bytes: u64, sync: bool) -> Result<Arc<Queue>, QueueError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        // The default, batches and checkpoints families hold a few small keys.
-        opts.set_write_buffer_size(4 << 20);
-        opts.set_max_background_jobs(2);
-        let mut records_opts = Options::default();
-        // Records are short-lived and leave compressed on the wire anyway.
-        records_opts.set_compression_type(rocksdb::DBCompressionType::None);
-        records_opts.set_write_buffer_size(32 << 20);
-        let cfs = vec![
-            ColumnFamilyDescriptor::new(CF_RECORDS, records_opts),
-            ColumnFamilyDescriptor::new(CF_BATCHES, small()),
-            ColumnFamilyDescriptor::new(CF_CHECKPOINTS, small()),
-        ];
-        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let db = open_db(dir)?;
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
 
@@ -154,6 +190,13 @@ impl Queue {
             let m = Manifest::decode(&k, &v)?;
             batch_end = batch_end.max(m.last_seq + 1);
             batches.insert(m.first_seq, (m.records, opened));
+        }
+        let mut dead = DeadLetters::default();
+        for item in db.iterator_cf(cf(&db, CF_DEAD_LETTERS), rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let m = DeadLetter::decode(&k, &v)?.manifest;
+            batch_end = batch_end.max(m.last_seq + 1);
+            dead.add(&m);
         }
         let (mut unbatched_records, mut unbatched_bytes) = (0, 0);
         for item in db.iterator_cf(cf(&db, CF_RECORDS), rocksdb::IteratorMode::Start) {
@@ -185,6 +228,9 @@ impl Queue {
         write_opts.set_sync(sync);
         Ok(Arc::new(Queue {
             db,
+            dir: dir.to_path_buf(),
+            min_free: std::sync::atomic::AtomicU64::new(0),
+            disk: Mutex::new(None),
             agent_id,
             write_opts,
             max_bytes,
@@ -197,9 +243,28 @@ impl Queue {
                 unbatched_bytes,
                 oldest_unbatched: (unbatched_records > 0).then(Instant::now),
                 batches,
+                dead,
             }),
             arrived: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// `open`; a queue whose files are damaged is first quarantined and
+    /// what survives moved into a new one (`recover`), so that damage never
+    /// stops the agent. The second value says what that recovery did.
+    pub fn open_or_recover(
+        dir: &Path,
+        max_bytes: u64,
+        sync: bool,
+    ) -> Result<(Arc<Queue>, Option<Recovery>), QueueError> {
+        match Queue::open(dir, max_bytes, sync) {
+            Ok(q) => Ok((q, None)),
+            Err(e) if recover::is_damage(&e) => {
+                let recovery = recover::recover(dir, &e)?;
+                Ok((Queue::open(dir, max_bytes, sync)?, Some(recovery)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn agent_id(&self) -> &str {
@@ -216,8 +281,59 @@ impl Queue {
         self.state().bytes
     }
 
-    pub fn is_full(&self) -> bool {
-        self.state().bytes >= self.max_bytes
+    /// Bytes waiting for the forwarder: `bytes` less the dead-letter area's.
+    pub fn undelivered_bytes(&self) -> u64 {
+        let s = self.state();
+        s.bytes.saturating_sub(s.dead.bytes)
+    }
+
+    /// Leaves at least `bytes` free on the queue's filesystem: commits are
+    /// refused below it, as when the queue is full, before RocksDB could
+    /// fail a write for want of space.
+    pub fn reserve_free(&self, bytes: u64) {
+        self.min_free
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes available to the agent on the queue's filesystem.
+    pub fn disk_free(&self) -> Result<u64, QueueError> {
+        let st = rustix::fs::statvfs(&self.dir).map_err(std::io::Error::from)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    /// Whether a commit would be taken now: `Full` or `DiskFull` if not.
+    pub fn room(&self) -> Result<(), QueueError> {
+        let bytes = self.state().bytes;
+        if bytes >= self.max_bytes {
+            return Err(QueueError::Full {
+                bytes,
+                max_bytes: self.max_bytes,
+            });
+        }
+        let min_free = self.min_free.load(std::sync::atomic::Ordering::Relaxed);
+        if min_free > 0 {
+            let available = self.recent_disk_free()?;
+            if available < min_free {
+                return Err(QueueError::DiskFull {
+                    available,
+                    min_free,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `disk_free`, as looked at within the last `DISK_LOOK_EVERY`.
+    fn recent_disk_free(&self) -> Result<u64, QueueError> {
+        let mut last = self.disk.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, free)) = *last {
+            if at.elapsed() < DISK_LOOK_EVERY {
+                return Ok(free);
+            }
+        }
+        let free = self.disk_free()?;
+        *last = Some((Instant::now(), free));
+        Ok(free)
     }
 
     pub fn backlog(&self) -> Backlog {
@@ -238,14 +354,9 @@ impl Queue {
         mut chunk: Chunk,
         checkpoint: Option<(&[u8], &[u8])>,
     ) -> Result<u64, QueueError> {
+        self.room()?;
         let seq = {
             let mut s = self.state();
-            if s.bytes >= self.max_bytes {
-                return Err(QueueError::Full {
-                    bytes: s.bytes,
-                    max_bytes: self.max_bytes,
-                });
-            }
             let seq = s.next_seq;
             s.next_seq += u64::from(count);
             s.writing.insert(seq);
@@ -373,6 +484,68 @@ impl Queue {
         Ok(())
     }
 
+    /// Sets aside a batch every collector refused for good: its manifest
+    /// moves to the dead-letter area, its records stay where they are.
+    pub fn dead_letter(&self, manifest: &Manifest, reason: &str) -> Result<(), QueueError> {
+        let letter = DeadLetter {
+            manifest: *manifest,
+            refused_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            reason: reason.to_string(),
+        };
+        let key = seq_key(manifest.first_seq);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(cf(&self.db, CF_BATCHES), key);
+        batch.put_cf(cf(&self.db, CF_DEAD_LETTERS), key, letter.encode_value());
+        self.db.write_opt(batch, &self.write_opts)?;
+        let mut s = self.state();
+        s.batches.remove(&manifest.first_seq);
+        s.dead.add(manifest);
+        Ok(())
+    }
+
+    pub fn dead_letter_totals(&self) -> DeadLetters {
+        self.state().dead
+    }
+
+    /// The dead-letter area, oldest batch first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.db
+            .iterator_cf(cf(&self.db, CF_DEAD_LETTERS), rocksdb::IteratorMode::Start)
+            .map(|item| {
+                let (k, v) = item?;
+                DeadLetter::decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Moves dead letters back among the batches to send (all of them, or
+    /// the one starting at `first_seq`), under the identity they had, and
+    /// returns what it moved. Batches are read at start: replay with the
+    /// agent stopped, and the next start sends them.
+    pub fn replay(&self, first_seq: Option<u64>) -> Result<Vec<DeadLetter>, QueueError> {
+        let letters: Vec<DeadLetter> = self
+            .dead_letters()?
+            .into_iter()
+            .filter(|d| first_seq.is_none_or(|f| f == d.manifest.first_seq))
+            .collect();
+        let mut batch = WriteBatch::default();
+        for d in &letters {
+            let key = seq_key(d.manifest.first_seq);
+            batch.delete_cf(cf(&self.db, CF_DEAD_LETTERS), key);
+            batch.put_cf(cf(&self.db, CF_BATCHES), key, d.manifest.encode_value());
+        }
+        self.db.write_opt(batch, &self.write_opts)?;
+        let mut s = self.state();
+        for d in &letters {
+            s.dead.remove(&d.manifest);
+            s.batches
+                .insert(d.manifest.first_seq, (d.manifest.records, Instant::now()));
+        }
+        Ok(letters)
+    }
+
     pub fn depth(&self) -> Depth {
         let s = self.state();
         let oldest = s
@@ -417,6 +590,36 @@ impl Queue {
         self.db.flush_wal(true)?;
         Ok(())
     }
+}
+
+/// Opens (or creates) the RocksDB database of a queue, every family in it.
+fn open_db(dir: &Path) -> Result<DB, rocksdb::Error> {
+    // A record torn at the end of the WAL by a crash is dropped (it was
+    // never acknowledged); damage anywhere else fails the open, and
+    // `recover` takes over, instead of RocksDB's default of silently
+    // dropping everything after it.
+    open_db_with(dir, rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords)
+}
+
+fn open_db_with(dir: &Path, wal: rocksdb::DBRecoveryMode) -> Result<DB, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // The default, batches and checkpoints families hold a few small keys.
+    opts.set_write_buffer_size(4 << 20);
+    opts.set_max_background_jobs(2);
+    opts.set_wal_recovery_mode(wal);
+    let mut records_opts = Options::default();
+    // Records are short-lived and leave compressed on the wire anyway.
+    records_opts.set_compression_type(rocksdb::DBCompressionType::None);
+    records_opts.set_write_buffer_size(32 << 20);
+    let cfs = vec![
+        ColumnFamilyDescriptor::new(CF_RECORDS, records_opts),
+        ColumnFamilyDescriptor::new(CF_BATCHES, small()),
+        ColumnFamilyDescriptor::new(CF_CHECKPOINTS, small()),
+        ColumnFamilyDescriptor::new(CF_DEAD_LETTERS, small()),
+    ];
+    DB::open_cf_descriptors(&opts, dir, cfs)
 }
 
 fn small() -> Options {

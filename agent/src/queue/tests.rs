@@ -1,6 +1,7 @@
 use super::*;
 use logferry_proto::{chunk, RawLines};
 use proptest::prelude::*;
+use std::path::Path;
 
 fn lines_chunk(lines: &[String]) -> Chunk {
     let mut data = Vec::new();
@@ -44,6 +45,8 @@ enum Op {
     Commit(u8),
     Cut(u8),
     Ack(usize),
+    DeadLetter(usize),
+    Replay,
     Reopen,
 }
 
@@ -52,6 +55,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (1u8..5).prop_map(Op::Commit),
         2 => (1u8..8).prop_map(Op::Cut),
         2 => any::<usize>().prop_map(Op::Ack),
+        1 => any::<usize>().prop_map(Op::DeadLetter),
+        1 => Just(Op::Replay),
         1 => Just(Op::Reopen),
     ]
 }
@@ -60,9 +65,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Against a plain in-memory model: whatever the interleaving of commits,
-    /// batches, acknowledgements and restarts, every committed record is
-    /// delivered in an acknowledged batch exactly once, in commit order, and
-    /// a resent batch carries the same records under the same identity.
+    /// batches, acknowledgements, dead letters, replays and restarts, every
+    /// committed record is delivered in an acknowledged batch exactly once,
+    /// in commit order, and a resent or replayed batch carries the same
+    /// records under the same identity.
     #[test]
     fn queue_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -70,6 +76,7 @@ proptest! {
         let mut committed: Vec<String> = Vec::new();
         let mut in_flight: Vec<Batch> = Vec::new();
         let mut acked: Vec<(u64, String)> = Vec::new();
+        let mut dead: Vec<Batch> = Vec::new();
         for op in ops {
             match op {
                 Op::Commit(n) => {
@@ -88,6 +95,17 @@ proptest! {
                     acked.extend(lines_of(&b));
                 }
                 Op::Ack(_) => {}
+                Op::DeadLetter(i) if !in_flight.is_empty() => {
+                    let b = in_flight.remove(i % in_flight.len());
+                    q.dead_letter(&b.manifest, "refused").expect("dead letter");
+                    dead.push(b);
+                }
+                Op::DeadLetter(_) => {}
+                Op::Replay => {
+                    let replayed = q.replay(None).expect("replay");
+                    prop_assert_eq!(replayed.len(), dead.len());
+                    in_flight.append(&mut dead);
+                }
                 Op::Reopen => {
                     drop(q);
                     q = Queue::open(dir.path(), 1 << 30, false).expect("reopen");
@@ -99,7 +117,14 @@ proptest! {
                     in_flight = resent;
                 }
             }
+            let totals = q.dead_letter_totals();
+            prop_assert_eq!(totals.batches, dead.len() as u64);
+            prop_assert_eq!(totals.records, dead.iter().map(|b| b.manifest.records).sum::<u64>());
+            let owed = committed.len() as u64 - acked.len() as u64 - totals.records;
+            prop_assert_eq!(q.depth().records, owed);
         }
+        q.replay(None).expect("replay");
+        in_flight.append(&mut dead);
         while let Some(b) = q.cut_batch(3, u64::MAX).expect("cut") {
             in_flight.push(b);
         }
@@ -122,14 +147,14 @@ fn full_queue_refuses_commits_until_acked() {
     q.commit(1, lines_chunk(&big), None).expect("first fits");
     q.commit(1, lines_chunk(&big), None)
         .expect("second crosses the limit");
-    assert!(q.is_full());
+    assert!(q.room().is_err());
     assert!(matches!(
         q.commit(1, lines_chunk(&big), None),
         Err(QueueError::Full { .. })
     ));
     let b = q.cut_batch(10, u64::MAX).expect("cut").expect("batch");
     q.ack(&b.manifest).expect("ack");
-    assert!(!q.is_full());
+    assert!(q.room().is_ok());
     q.commit(1, lines_chunk(&big), None).expect("room again");
 }
 
@@ -166,4 +191,193 @@ fn sequence_numbers_grow_across_restarts() {
         .commit(1, lines_chunk(&["c".into()]), None)
         .expect("commit");
     assert!(c > a, "{c} > {a}: numbers are never reused");
+}
+
+#[test]
+fn a_dead_letter_keeps_its_records_and_identity_until_replayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), 1 << 30, true).expect("open");
+    q.commit(2, lines_chunk(&["a".into(), "b".into()]), None)
+        .expect("commit");
+    let refused = q.cut_batch(10, u64::MAX).expect("cut").expect("batch");
+    q.dead_letter(&refused.manifest, "too-large: 2 records")
+        .expect("dead letter");
+    q.commit(1, lines_chunk(&["c".into()]), None)
+        .expect("commit");
+    drop(q);
+
+    let q = Queue::open(dir.path(), 1 << 30, true).expect("reopen");
+    assert!(q.unacked_batches().expect("unacked").is_empty());
+    let next = q.cut_batch(10, u64::MAX).expect("cut").expect("batch");
+    assert_eq!(
+        lines_of(&next)
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>(),
+        ["c"],
+        "the dead letter's records are not cut again"
+    );
+    q.ack(&next.manifest).expect("ack");
+    let letters = q.dead_letters().expect("list");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].manifest, refused.manifest);
+    assert_eq!(letters[0].reason, "too-large: 2 records");
+    assert!(q.bytes() > 0, "its records are still on disk");
+    assert_eq!(
+        q.undelivered_bytes(),
+        0,
+        "dead letters do not hold up tailing"
+    );
+    assert!(
+        q.replay(Some(refused.manifest.first_seq + 1))
+            .expect("replay")
+            .is_empty(),
+        "only the batch asked for"
+    );
+    assert_eq!(q.replay(None).expect("replay").len(), 1);
+    drop(q);
+
+    let q = Queue::open(dir.path(), 1 << 30, true).expect("reopen");
+    let resent = q.unacked_batches().expect("unacked");
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].manifest, refused.manifest);
+    assert_eq!(lines_of(&resent[0]), lines_of(&refused));
+    q.ack(&resent[0].manifest).expect("ack");
+    assert_eq!(q.bytes(), 0);
+    assert_eq!(q.dead_letter_totals(), DeadLetters::default());
+}
+
+/// Commits 40 chunks of 5 records (with a checkpoint each) and cuts two
+/// batches; `flush` moves everything from the WAL into SSTs.
+fn damaged_queue_fixture(dir: &Path, flush: bool) -> (String, Vec<String>) {
+    let q = Queue::open(dir, 1 << 30, true).expect("open");
+    let mut committed = Vec::new();
+    for c in 0..40 {
+        let lines: Vec<String> = (0..5)
+            .map(|i| format!("{c}-{i}-{}", "x".repeat(900)))
+            .collect();
+        q.commit(
+            5,
+            lines_chunk(&lines),
+            Some((b"file", format!("pos-{c}").as_bytes())),
+        )
+        .expect("commit");
+        committed.extend(lines);
+    }
+    q.cut_batch(25, u64::MAX).expect("cut").expect("batch");
+    q.cut_batch(25, u64::MAX).expect("cut").expect("batch");
+    if flush {
+        for family in [CF_RECORDS, CF_BATCHES, CF_CHECKPOINTS] {
+            q.db.flush_cf(cf(&q.db, family)).expect("flush");
+        }
+        q.db.flush().expect("flush default");
+    }
+    (q.agent_id().to_string(), committed)
+}
+
+/// Flips bytes in the middle of the largest file whose name ends with
+/// `suffix` or starts with `prefix`.
+fn flip(dir: &Path, matches: impl Fn(&str) -> bool) {
+    let victim = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| matches(&p.file_name().expect("name").to_string_lossy()))
+        .max_by_key(|p| std::fs::metadata(p).expect("meta").len())
+        .expect("a file to damage");
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&victim, bytes).expect("write");
+}
+
+/// Everything a recovered queue still delivers, each line once.
+fn drain(q: &Queue) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut batches = q.unacked_batches().expect("unacked");
+    while let Some(b) = q.cut_batch(1000, u64::MAX).expect("cut") {
+        batches.push(b);
+    }
+    for b in batches {
+        q.ack(&b.manifest).expect("ack");
+        lines.extend(lines_of(&b).into_iter().map(|(_, l)| l));
+    }
+    lines
+}
+
+fn recovered(dir: &Path) -> (Arc<Queue>, Recovery) {
+    let (q, recovery) = Queue::open_or_recover(dir, 1 << 30, true).expect("never an error");
+    (q, recovery.expect("the damage was seen"))
+}
+
+#[test]
+fn a_damaged_sst_costs_only_its_own_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = dir.path().join("queue");
+    let (id, committed) = damaged_queue_fixture(&queue, true);
+    flip(&queue, |n| n.ends_with(".sst"));
+    let (q, r) = recovered(&queue);
+    assert!(r.quarantine.join("CURRENT").exists(), "{r}");
+    assert!(!r.unreadable.is_empty(), "{r}");
+    let delivered = drain(&q);
+    assert!(
+        !delivered.is_empty() && delivered.len() < committed.len(),
+        "{r}"
+    );
+    assert_eq!(delivered.len() as u64, r.salvaged_records, "{r}");
+    assert_eq!(
+        r.salvaged_records + r.lost_records,
+        200,
+        "every loss counted: {r}"
+    );
+    let mut unique = delivered.clone();
+    unique.dedup();
+    assert_eq!(unique, delivered, "each once, in order");
+    assert!(delivered.iter().all(|l| committed.contains(l)));
+    assert_eq!(q.agent_id(), id, "{r}");
+    assert_eq!(q.checkpoints().expect("read").len(), 1);
+    assert_eq!(q.bytes(), 0);
+}
+
+#[test]
+fn a_damaged_manifest_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = dir.path().join("queue");
+    let (id, committed) = damaged_queue_fixture(&queue, true);
+    flip(&queue, |n| n.starts_with("MANIFEST-"));
+    let (q, r) = recovered(&queue);
+    assert_eq!((r.salvaged_records, r.lost_records), (200, 0), "{r}");
+    assert_eq!(q.agent_id(), id, "{r}");
+    assert_eq!(drain(&q), committed);
+    assert_eq!(
+        q.checkpoints().expect("read"),
+        vec![(b"file".to_vec(), b"pos-39".to_vec())]
+    );
+}
+
+#[test]
+fn a_damaged_wal_is_seen_and_what_survives_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = dir.path().join("queue");
+    let (_, committed) = damaged_queue_fixture(&queue, false);
+    flip(&queue, |n| n.ends_with(".log") && !n.starts_with("LOG"));
+    let (q, r) = recovered(&queue);
+    let delivered = drain(&q);
+    assert!(delivered.len() < committed.len(), "{r}");
+    assert!(
+        !delivered.is_empty(),
+        "the records before and after the damage survive: {r}"
+    );
+    assert_eq!(delivered.len() as u64, r.salvaged_records, "{r}");
+    assert_eq!(
+        r.salvaged_records + r.lost_records,
+        200,
+        "every loss counted: {r}"
+    );
+    assert!(delivered.iter().all(|l| committed.contains(l)));
+    // Reopened, the new queue is healthy.
+    drop(q);
+    let (_, again) = Queue::open_or_recover(&queue, 1 << 30, true).expect("open");
+    assert!(again.is_none());
 }

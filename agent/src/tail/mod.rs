@@ -68,6 +68,9 @@ struct Tracked {
     /// Check the head against the fingerprint at the next poll (set by
     /// rescans, so a file rewritten to its old size is still noticed).
     verify: bool,
+    /// Since when the file has had bytes not read yet, as far as known (see
+    /// `observe_files`).
+    behind_since: Option<Instant>,
 }
 
 impl Tracked {
@@ -88,6 +91,8 @@ pub struct Tailer {
     seen_sources: HashSet<String>,
     buf: Vec<u8>,
     metrics: Arc<Metrics>,
+    /// When the sizes of files not polled (tailing paused) were last looked at.
+    sized_at: Instant,
 }
 
 impl Tailer {
@@ -118,13 +123,25 @@ impl Tailer {
             known,
             seen_sources,
             metrics,
+            sized_at: Instant::now(),
         })
     }
 
-    /// Whether reading must wait: the queue is full, or holds as much file
-    /// data ahead of the forwarder as is worth copying (`max_queued_bytes`).
+    /// Why tailing waits now, if it does: the queue is full (its byte limit,
+    /// or its disk's reserve), or holds as much file data ahead of the
+    /// forwarder as is worth copying (`max_queued_bytes`; dead letters do
+    /// not count, they wait for a replay, not for the forwarder).
+    fn pause(&self) -> Option<Result<(), QueueError>> {
+        match self.queue.room() {
+            Err(e) => Some(Err(e)),
+            Ok(()) => {
+                (self.queue.undelivered_bytes() >= self.cfg.max_queued_bytes).then_some(Ok(()))
+            }
+        }
+    }
+
     fn queue_full(&self) -> bool {
-        self.queue.is_full() || self.queue.bytes() >= self.cfg.max_queued_bytes
+        self.pause().is_some()
     }
 
     /// Runs until `stop` is set. Returns only on a queue failure.
@@ -135,10 +152,12 @@ impl Tailer {
         let mut rescan_now = false;
         let mut paused = false;
         while !stop.load(Ordering::Relaxed) {
-            let full = self.queue_full();
-            if full != paused {
-                paused = full;
-                if full {
+            let pause = self.pause();
+            if pause.is_some() != paused {
+                paused = pause.is_some();
+                if let Some(Err(e)) = pause {
+                    warn!(queued_bytes = self.queue.bytes(), "tailing paused: {e}");
+                } else if paused {
                     info!(
                         queued_bytes = self.queue.bytes(),
                         "tailing paused until collectors catch up (the files are the buffer)"
@@ -336,6 +355,7 @@ impl Tailer {
                 unmatched_since: None,
                 last_data: Instant::now(),
                 verify: true,
+                behind_since: None,
             },
         );
         Ok(())
@@ -348,34 +368,59 @@ impl Tailer {
             self.files.iter().map(|(id, t)| (t.matched, *id)).collect();
         ids.sort();
         let mut progressed = false;
+        let mut paused = false;
         for (_, id) in ids {
             if self.queue_full() {
+                paused = true;
                 break;
             }
             progressed |= self.poll_file(id, false)?;
             self.close_if_done(id)?;
         }
+        if paused && self.sized_at.elapsed() >= Duration::from_secs(1) {
+            // Files are not polled while paused: look at their sizes, so
+            // the backlog shows what is waiting.
+            for t in self.files.values_mut() {
+                if let Ok(m) = t.file.metadata() {
+                    t.size = t.size.max(m.len());
+                }
+            }
+            self.sized_at = Instant::now();
+        }
         self.observe_files();
         Ok(progressed)
     }
 
-    /// Files followed and bytes not read yet, per source.
-    fn observe_files(&self) {
-        let mut per_source = vec![(0i64, 0i64); self.sources.len()];
-        for t in self.files.values() {
+    /// Files followed, bytes not read yet and for how long, per source.
+    /// A file found behind at its first look (after a start) counts from
+    /// its last modification: its oldest unread line is at least that old.
+    fn observe_files(&mut self) {
+        let mut per_source = vec![(0i64, 0i64, 0f64); self.sources.len()];
+        for t in self.files.values_mut() {
+            let unread = t.size.saturating_sub(t.read_pos);
+            t.behind_since = match (unread, t.behind_since) {
+                (0, _) => None,
+                (_, Some(since)) => Some(since),
+                (_, None) => {
+                    let modified = t.file.metadata().and_then(|m| m.modified()).ok();
+                    let age = modified.and_then(|m| m.elapsed().ok()).unwrap_or_default();
+                    Some(Instant::now().checked_sub(age).unwrap_or_else(Instant::now))
+                }
+            };
             let s = &mut per_source[t.source];
             s.0 += 1;
-            s.1 += t.size.saturating_sub(t.read_pos) as i64;
+            s.1 += unread as i64;
+            s.2 =
+                s.2.max(t.behind_since.map_or(0.0, |b| b.elapsed().as_secs_f64()));
         }
-        for (source, (files, unread)) in self.sources.iter().zip(per_source) {
-            self.metrics
-                .files
-                .with_label_values(&[&source.name])
-                .set(files);
+        for (source, (files, unread, age)) in self.sources.iter().zip(per_source) {
+            let label = [source.name.as_str()];
+            self.metrics.files.with_label_values(&label).set(files);
             self.metrics
                 .unread_bytes
-                .with_label_values(&[&source.name])
+                .with_label_values(&label)
                 .set(unread);
+            self.metrics.unread_age.with_label_values(&label).set(age);
         }
     }
 
@@ -477,7 +522,7 @@ impl Tailer {
                 t.saved = next;
                 Ok(())
             }
-            Err(QueueError::Full { .. }) => {
+            Err(QueueError::Full { .. } | QueueError::DiskFull { .. }) => {
                 t.read_pos = t.saved.offset;
                 t.framer = Framer::new(self.sources[t.source].max_line_bytes, t.saved.discarding);
                 Ok(())

@@ -18,6 +18,7 @@ struct Harness {
     sources: Vec<SourceConfig>,
     delivered: Vec<String>,
     grace_ms: u64,
+    max_queued_bytes: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -40,6 +41,7 @@ impl Harness {
             sources,
             delivered: Vec::new(),
             grace_ms: 0,
+            max_queued_bytes: TailConfig::default().max_queued_bytes,
             metrics: Arc::new(Metrics::new()),
         };
         h.restart();
@@ -67,6 +69,7 @@ impl Harness {
         let cfg = TailConfig {
             rotated_grace_ms: self.grace_ms,
             read_chunk_bytes: 4096,
+            max_queued_bytes: self.max_queued_bytes,
             ..TailConfig::default()
         };
         let mut tailer = Tailer::new(
@@ -391,4 +394,36 @@ fn metrics_count_lines_cuts_parse_errors_and_what_a_truncation_lost() {
         20 * 51
     );
     assert_eq!(h.delivered.len(), 3 + 80);
+}
+
+#[test]
+fn the_backlog_shows_while_tailing_is_paused() {
+    let mut h = Harness::new(StartAt::Beginning);
+    // Any queued byte pauses tailing.
+    h.max_queued_bytes = 1;
+    h.restart();
+    let m = h.metrics.clone();
+    let app = ["app"];
+    h.append("a.log", "first\n");
+    h.tailer().rescan(false).expect("rescan");
+    while h.tailer().poll_all().expect("poll") {}
+    assert_eq!(m.unread_bytes.with_label_values(&app).get(), 0);
+    h.append("a.log", &"x\n".repeat(1000));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(!h.tailer().poll_all().expect("poll"), "paused");
+    assert_eq!(
+        m.unread_bytes.with_label_values(&app).get(),
+        2000,
+        "what waits in the file, while nothing is read"
+    );
+    let age = m.unread_age.with_label_values(&app).get();
+    assert!(
+        age >= 1.0,
+        "at least as old as the file's last write: {age}"
+    );
+    h.collect();
+    h.settle();
+    assert_eq!(h.delivered.len(), 1001);
+    assert_eq!(m.unread_bytes.with_label_values(&app).get(), 0);
+    assert_eq!(m.unread_age.with_label_values(&app).get(), 0.0);
 }
