@@ -59,8 +59,9 @@ pub struct IngestConfig {
     /// A batch not stored within this time is abandoned (the agent retries).
     /// Agents' `forward.request_timeout_ms` must be longer.
     pub batch_deadline_ms: u64,
-    /// Most records in one batch; larger ones are refused with
-    /// RESOURCE_EXHAUSTED before rows are made, which bounds a batch's
+    /// Most records in one batch; larger ones are refused for good
+    /// (INVALID_ARGUMENT, `logferry-refusal: too-large`) before rows are
+    /// made, which bounds a batch's
     /// memory (see README, "Memory"). At least the agents'
     /// `forward.batch_max_records` (100,000 by default).
     pub max_batch_records: u64,
@@ -72,6 +73,23 @@ pub struct IngestConfig {
     /// its security class (`logferry_analysis`). The analytics API needs
     /// it; `false` only to measure what it costs.
     pub analyze: bool,
+    /// Batches stored at once; more wait up to `admission_wait_ms`, then
+    /// are answered RESOURCE_EXHAUSTED with a retry-after hint. Bounds the
+    /// load many agents catching up put on ClickHouse.
+    pub max_concurrent_batches: usize,
+    /// Bytes of batches (as received, decompressed) being stored at once;
+    /// beyond it, batches wait and are refused as above. Bounds memory.
+    pub max_in_flight_bytes: u64,
+    /// How long a batch may wait for room before it is refused.
+    pub admission_wait_ms: u64,
+    /// INSERTs of rows into `logs` at once. Batches that find every one
+    /// busy are written together by the next free one (group commit), so
+    /// this bounds the statements and new parts per second however many
+    /// agents send.
+    pub max_concurrent_inserts: usize,
+    /// Most rows one group INSERT takes (a single larger batch is still
+    /// written, alone).
+    pub max_insert_rows: usize,
 }
 
 impl Default for IngestConfig {
@@ -83,6 +101,11 @@ impl Default for IngestConfig {
             max_batch_records: 100_000,
             require_credentials: true,
             analyze: true,
+            max_concurrent_batches: 16,
+            max_in_flight_bytes: 256 << 20,
+            admission_wait_ms: 1000,
+            max_concurrent_inserts: 2,
+            max_insert_rows: 200_000,
         }
     }
 }
@@ -519,6 +542,21 @@ impl Settings for Config {
         }
         if self.ingest.batch_deadline_ms < 1000 {
             p.push("ingest.batch_deadline_ms: must be at least 1000".into());
+        }
+        if self.ingest.max_concurrent_inserts == 0 {
+            p.push("ingest.max_concurrent_inserts: must be at least 1".into());
+        }
+        if self.ingest.max_insert_rows == 0 {
+            p.push("ingest.max_insert_rows: must be at least 1".into());
+        }
+        if self.ingest.max_concurrent_batches == 0 {
+            p.push("ingest.max_concurrent_batches: must be at least 1".into());
+        }
+        if self.ingest.max_in_flight_bytes < self.ingest.max_message_bytes as u64 {
+            p.push(format!(
+                "ingest.max_in_flight_bytes: must be at least ingest.max_message_bytes ({})",
+                self.ingest.max_message_bytes
+            ));
         }
         if self.ingest.max_batch_records < 1000 {
             p.push("ingest.max_batch_records: must be at least 1000".into());

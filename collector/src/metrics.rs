@@ -19,6 +19,7 @@ pub struct Metrics {
     pub ingest_unanalyzed_records: IntCounter,
     pub clickhouse_insert_seconds: Histogram,
     pub clickhouse_insert_failures: IntCounter,
+    pub clickhouse_insert_batches: Histogram,
     pub api_request_seconds: HistogramVec,
     pub alert_evaluations: IntCounterVec,
     pub alert_evaluation_seconds: Histogram,
@@ -67,7 +68,8 @@ impl Metrics {
         let ingest_refused_batches = counter_vec(
             "logferry_collector_ingest_refused_batches_total",
             "Batches refused, by reason: unauthenticated, invalid, too_large (more records than ingest.max_batch_records), \
-             busy (being stored elsewhere), deadline (not stored within ingest.batch_deadline_ms), unavailable (ClickHouse).",
+             busy (being stored elsewhere), deadline (not stored within ingest.batch_deadline_ms), unavailable (ClickHouse), \
+             overloaded (beyond ingest.max_concurrent_batches or max_in_flight_bytes, or ClickHouse's too many parts: answered with a retry-after hint).",
             &["reason"],
         );
         let ingest_unanalyzed_records = counter(
@@ -77,7 +79,7 @@ impl Metrics {
         let clickhouse_insert_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "logferry_collector_clickhouse_insert_duration_seconds",
-                "Time to insert one batch's rows into ClickHouse.",
+                "Time of one INSERT of rows into ClickHouse (the rows of every batch in its group).",
             )
             .buckets(BUCKETS.to_vec()),
         )
@@ -89,6 +91,17 @@ impl Metrics {
             "logferry_collector_clickhouse_insert_failures_total",
             "Inserts of batch rows that ClickHouse refused or that timed out.",
         );
+        let clickhouse_insert_batches = Histogram::with_opts(
+            HistogramOpts::new(
+                "logferry_collector_clickhouse_insert_batches",
+                "Batches whose rows one INSERT wrote (group commit, ingest.max_concurrent_inserts).",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(clickhouse_insert_batches.clone()))
+            .expect("unique metric");
         let api_request_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "logferry_collector_api_request_duration_seconds",
@@ -151,6 +164,7 @@ impl Metrics {
             "busy",
             "deadline",
             "unavailable",
+            "overloaded",
         ] {
             ingest_refused_batches.with_label_values(&[reason]);
         }
@@ -172,6 +186,7 @@ impl Metrics {
             ingest_unanalyzed_records,
             clickhouse_insert_seconds,
             clickhouse_insert_failures,
+            clickhouse_insert_batches,
             api_request_seconds,
             alert_evaluations,
             alert_evaluation_seconds,

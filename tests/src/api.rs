@@ -456,3 +456,59 @@ pub fn fill_bench_logs(stack: &Stack, rows: u64) -> anyhow::Result<()> {
     stack.ch.query(&format!("OPTIMIZE TABLE {db}.logs FINAL"));
     Ok(())
 }
+
+/// A batch of `lines` (text) under `agent_id`, from sequence number `first`,
+/// as an agent would send it.
+pub fn export_batch(agent_id: &str, first: u64, lines: &[String]) -> logferry_proto::ExportRequest {
+    use logferry_proto::{chunk, Chunk, Format, Origin, RawLines};
+    use prost::Message;
+    let data: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let chunk = Chunk {
+        first_seq: first,
+        origin: Some(Origin {
+            source: "app".into(),
+            file_path: "/var/log/app.log".into(),
+            format: Format::Text as i32,
+            service_name: "api".into(),
+            attributes: vec![],
+        }),
+        observed_time_unix_nano: crate::now_ns(),
+        body: Some(chunk::Body::Lines(RawLines {
+            data: data.into_bytes().into(),
+            ..Default::default()
+        })),
+    };
+    logferry_proto::ExportRequest {
+        agent_id: agent_id.into(),
+        first_seq: first,
+        last_seq: first + lines.len().max(1) as u64 - 1,
+        resource: vec![],
+        chunks: vec![chunk.encode_to_vec().into()],
+        report: None,
+    }
+}
+
+/// One `Export` call to a collector's ingest port, with the agent
+/// credential `token` (none when empty).
+pub async fn ship(
+    endpoint: &str,
+    token: &str,
+    req: logferry_proto::ExportRequest,
+) -> Result<logferry_proto::ExportResponse, tonic::Status> {
+    let mut client =
+        logferry_proto::ingest_service_client::IngestServiceClient::connect(endpoint.to_string())
+            .await
+            .expect("ingest connects")
+            .max_encoding_message_size(64 << 20);
+    let mut request = tonic::Request::new(req);
+    if !token.is_empty() {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+    }
+    client
+        .export(request)
+        .await
+        .map(tonic::Response::into_inner)
+}

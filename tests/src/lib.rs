@@ -495,6 +495,27 @@ pub fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// The Prometheus text at `url` (`/metrics` appended when missing).
+pub fn scrape(url: &str) -> String {
+    let url = if url.ends_with("/metrics") {
+        url.to_string()
+    } else {
+        format!("{url}/metrics")
+    };
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &url])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "GET {url} failed");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The value of the unlabelled series `name` in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Writes a config file into `dir` and returns its path.
 pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -747,6 +768,18 @@ impl Agent {
 
     pub fn metrics_url(&self) -> String {
         format!("http://127.0.0.1:{}/metrics", self.metrics_port)
+    }
+
+    /// Waits until the agent serves its metrics (its queue is open).
+    pub fn wait_metrics(&self) {
+        let url = self.metrics_url();
+        let up = wait_until(Duration::from_secs(30), || {
+            std::process::Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &url])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(up, "agent metrics never served: {}", self.proc.log_text());
     }
 
     pub fn push_endpoint(&self) -> String {

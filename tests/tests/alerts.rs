@@ -133,13 +133,13 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     rx.fail_first("/dead", usize::MAX);
     let rules = "\
 [[alerts.rules]]\nname = \"errors\"\ntenant = \"default\"\nkind = \"count\"\nquery = \"level:error\"\nthreshold = 2\nwindow_s = 6\nfor_s = 2\nchannels = [\"hook\", \"slack\", \"pd\", \"sentry\"]\n\
-[[alerts.rules]]\nname = \"logins\"\ntenant = \"default\"\nkind = \"failed_logins\"\ngroup_by = \"client_ip\"\nthreshold = 2\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\", \"dead\"]\n\
-[[alerts.rules]]\nname = \"5xx\"\ntenant = \"default\"\nservices = [\"checkout\"]\nkind = \"error_rate\"\nthreshold = 50\nmin_requests = 4\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"slow\"\ntenant = \"default\"\nkind = \"latency\"\nroute = \"/slow\"\nthreshold = 1000\nmin_requests = 3\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"new group\"\ntenant = \"default\"\nkind = \"new_error_group\"\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"logins\"\ntenant = \"default\"\nkind = \"failed_logins\"\ngroup_by = \"client_ip\"\nthreshold = 2\nwindow_s = 10\nfor_s = 1\nchannels = [\"hook\", \"dead\"]\n\
+[[alerts.rules]]\nname = \"5xx\"\ntenant = \"default\"\nservices = [\"checkout\"]\nkind = \"error_rate\"\nthreshold = 50\nmin_requests = 4\nwindow_s = 10\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"slow\"\ntenant = \"default\"\nkind = \"latency\"\nroute = \"/slow\"\nthreshold = 1000\nmin_requests = 3\nwindow_s = 10\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"new group\"\ntenant = \"default\"\nkind = \"new_error_group\"\nwindow_s = 10\nfor_s = 1\nchannels = [\"hook\"]\n\
 [[alerts.rules]]\nname = \"back\"\ntenant = \"default\"\nkind = \"returning_error_group\"\nwindow_s = 4\nfor_s = 1\nquiet_s = 3\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"sqli\"\ntenant = \"default\"\nkind = \"security\"\nclasses = [\"sqli\"]\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
-[[alerts.rules]]\nname = \"suspicious\"\ntenant = \"default\"\nkind = \"suspicious_ip\"\nthreshold = 50\nwindow_s = 4\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"sqli\"\ntenant = \"default\"\nkind = \"security\"\nclasses = [\"sqli\"]\nwindow_s = 10\nfor_s = 1\nchannels = [\"hook\"]\n\
+[[alerts.rules]]\nname = \"suspicious\"\ntenant = \"default\"\nkind = \"suspicious_ip\"\nthreshold = 50\nwindow_s = 10\nfor_s = 1\nchannels = [\"hook\"]\n\
 [[alerts.rules]]\nname = \"billing silent\"\ntenant = \"default\"\nkind = \"silence\"\ngroup_by = \"service\"\nservices = [\"billing\"]\nwindow_s = 3\nfor_s = 1\nchannels = [\"hook\"]\n\
 [[alerts.rules]]\nname = \"loss\"\ntenant = \"default\"\nkind = \"loss\"\nwindow_s = 6\nfor_s = 1\nchannels = [\"hook\"]\n";
     let dead = format!(
@@ -309,6 +309,7 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     assert_eq!(loss["truncated_lines"], 1, "{}", health.body);
     assert_eq!(loss["abandoned_bytes"], 0);
     assert_eq!(loss["parse_errors"], 0);
+    assert_eq!(loss["dead_letter_batches"], 0);
 
     // The returning error group: the same error after more than
     // window + quiet seconds (7) without it, and a margin for whole seconds.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use logferry_e2e::{now_rfc3339, wait_until, Agent, ClickHouse, Collector, TempDir};
+use logferry_e2e::{now_rfc3339, scrape, wait_until, Agent, ClickHouse, Collector, TempDir};
 use serde_json::{json, Value};
 
 fn dashboards() -> Vec<(String, Value)> {
@@ -260,14 +260,6 @@ fn line(fields: Value) -> String {
         l[k] = v.clone();
     }
     format!("{l}\n")
-}
-
-fn scrape(url: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sf", url])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use logferry_e2e::{
-    free_port, json_source, request_line, seed_line, wait_until, AckDropProxy, Agent, ClickHouse,
-    Collector, TempDir,
+    bin, free_port, json_source, metric, request_line, scrape, seed_line, wait_until, AckDropProxy,
+    Agent, ClickHouse, Collector, Security, TempDir, OPEN,
 };
 use logferry_proto::push_service_client::PushServiceClient;
 use logferry_proto::{KeyValue, LogRecord, PushRequest};
@@ -346,4 +346,384 @@ async fn a_backlog_of_request_shaped_lines_drains_with_every_default() {
     );
     let stamped = ch.count("SELECT count() FROM backlog.logs WHERE security_class != ''");
     eprintln!("{stamped} of {LINES} rows stamped with a security class");
+}
+
+/// `logferry-agent --config <the test agent's> dead-letters <args>`.
+fn dead_letters(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let config = dir.join("agent.toml");
+    std::process::Command::new(bin("logferry-agent"))
+        .arg("--config")
+        .arg(&config)
+        .arg("dead-letters")
+        .args(args)
+        .output()
+        .expect("run logferry-agent dead-letters")
+}
+
+/// Batches both collectors refuse for good (more records than they take in
+/// one batch) are set aside, more of them than `max_in_flight`, and lines
+/// written afterwards still arrive; replayed against a collector that takes
+/// them, every line is stored exactly once.
+#[test]
+fn batches_every_collector_refuses_are_set_aside_and_replayed_once() {
+    let dir = TempDir::new().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs");
+    let ch = ClickHouse::start();
+    let strict = Security {
+        ingest: "max_batch_records = 1000",
+        ..OPEN
+    };
+    let c1 = Collector::start(
+        free_port(),
+        dir.path(),
+        "strict1",
+        &ch,
+        "poison",
+        strict,
+        "",
+    );
+    let c2 = Collector::start(
+        free_port(),
+        dir.path(),
+        "strict2",
+        &ch,
+        "poison",
+        strict,
+        "",
+    );
+    c1.wait_connected();
+    c2.wait_connected();
+    let mut agent = Agent::new(
+        dir.path(),
+        &[c1.endpoint(), c2.endpoint()],
+        &json_source(&logs, ""),
+        "",
+    );
+    agent.wait_metrics();
+    let file = logs.join("app.log");
+    let stored = || ch.count("SELECT count() FROM poison.logs");
+    let gauge = |url: &str, name: &str| metric(&scrape(url), name).unwrap_or(0.0) as u64;
+    let url = agent.metrics_url();
+    let dead = |name: &str| gauge(&url, name);
+
+    // Three bursts of 1,500 lines: each read in one go, each a batch of
+    // more than 1,000 records. Then a trickle of small batches.
+    let mut written = 0;
+    for _ in 0..3 {
+        append(&file, &seed_lines("app", written, written + 1500));
+        written += 1500;
+        let set_aside = wait_until(Duration::from_secs(30), || {
+            dead("logferry_agent_queue_dead_letter_records") + stored() == written
+        });
+        assert!(set_aside, "{}", agent.proc.log_text());
+    }
+    let poisoned = dead("logferry_agent_queue_dead_letter_batches");
+    assert!(
+        poisoned >= 2,
+        "at least as many refused batches as batches in flight: {poisoned}"
+    );
+    for _ in 0..20 {
+        append(&file, &seed_lines("app", written, written + 10));
+        written += 10;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let unblocked = wait_until(Duration::from_secs(30), || {
+        dead("logferry_agent_queue_dead_letter_records") + stored() == written && stored() >= 200
+    });
+    assert!(
+        unblocked,
+        "the trickle arrived past the refused batches: {} stored\n{}",
+        stored(),
+        agent.proc.log_text()
+    );
+    let held = dead("logferry_agent_queue_dead_letter_records");
+    assert!(held >= 2000, "{held} records set aside");
+    let log = agent.proc.log_text();
+    assert!(
+        log.contains("every collector refused a batch for good") && log.contains("too-large"),
+        "one clear line per batch set aside: {log}"
+    );
+    let reported = wait_until(Duration::from_secs(20), || {
+        ch.count("SELECT argMax(dead_letter_records, time) FROM poison.agent_reports") == held
+    });
+    assert!(reported, "the agent's report carries its dead letters");
+
+    let busy = dead_letters(dir.path(), &["list"]);
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("stop the agent first"),
+        "{busy:?}"
+    );
+    agent.proc.terminate();
+    let list = dead_letters(dir.path(), &["list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{list:?}");
+    assert!(
+        text.contains(&format!("{poisoned} batches, {held} records"))
+            && text.contains("max_batch_records"),
+        "{text}"
+    );
+    let unknown = dead_letters(dir.path(), &["replay", "--first-seq", "1"]);
+    assert!(!unknown.status.success(), "{unknown:?}");
+    let replay = dead_letters(dir.path(), &["replay"]);
+    assert!(replay.status.success(), "{replay:?}");
+    assert!(
+        String::from_utf8_lossy(&replay.stdout)
+            .contains(&format!("{poisoned} batches ({held} records)")),
+        "{replay:?}"
+    );
+
+    // The cause fixed: a collector that takes batches of the default size.
+    let c3 = Collector::new(dir.path(), "lenient", &ch, "poison", "");
+    c3.wait_connected();
+    let agent = Agent::new(dir.path(), &[c3.endpoint()], &json_source(&logs, ""), "");
+    agent.wait_metrics();
+    let replayed = wait_until(Duration::from_secs(60), || stored() >= written);
+    assert!(
+        replayed,
+        "{} of {written}: {}",
+        stored(),
+        agent.proc.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        ch.query("SELECT count(), uniqExact(body) FROM poison.logs"),
+        format!("{written}\t{written}\n")
+    );
+    assert_eq!(
+        gauge(
+            &agent.metrics_url(),
+            "logferry_agent_queue_dead_letter_batches"
+        ),
+        0
+    );
+}
+
+/// A queue damaged while the agent was down (bytes flipped in the middle
+/// of its WAL) never stops the agent: `check-state` says so, the agent
+/// quarantines it at start, keeps what survives, counts what did not in its
+/// report, and goes on shipping; every line is stored once or counted lost.
+#[test]
+fn a_damaged_queue_is_quarantined_counted_and_shipping_goes_on() {
+    let dir = TempDir::new().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs");
+    let ch = ClickHouse::start();
+    let port = free_port();
+    let mut collector = Collector::on_port(port, dir.path(), "collector", &ch, "damage", "");
+    collector.wait_connected();
+    let sources = json_source(&logs, "");
+    let mut agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+    agent.wait_metrics();
+    let file = logs.join("app.log");
+    let stored = || ch.count("SELECT count() FROM damage.logs");
+    append(&file, &seed_lines("app", 0, 2000));
+    assert!(wait_until(Duration::from_secs(30), || stored() == 2000));
+
+    // Queued, not shipped: the collector is down.
+    collector.proc.terminate();
+    for burst in 0..4 {
+        append(
+            &file,
+            &seed_lines("app", 2000 + burst * 1000, 3000 + burst * 1000),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let queued = wait_until(Duration::from_secs(30), || {
+        metric(
+            &scrape(&agent.metrics_url()),
+            "logferry_agent_queue_records",
+        ) == Some(4000.0)
+    });
+    assert!(queued, "{}", agent.proc.log_text());
+    agent.proc.terminate();
+    let queue = agent.data_dir.join("queue");
+    let wal = std::fs::read_dir(&queue)
+        .expect("queue dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max_by_key(|p| std::fs::metadata(p).expect("meta").len())
+        .expect("a WAL");
+    let mut bytes = std::fs::read(&wal).expect("read WAL");
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&wal, bytes).expect("write WAL");
+
+    let check = std::process::Command::new(bin("logferry-agent"))
+        .arg("--config")
+        .arg(dir.path().join("agent.toml"))
+        .arg("check-state")
+        .output()
+        .expect("check-state");
+    assert!(!check.status.success(), "{check:?}");
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("logferry-agent repair"),
+        "{check:?}"
+    );
+
+    collector.proc.start();
+    collector.wait_connected();
+    let agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+    agent.wait_metrics();
+    append(&file, &seed_lines("app", 6000, 7000));
+    let lost = || {
+        metric(
+            &scrape(&agent.metrics_url()),
+            "logferry_agent_queue_lost_records_total",
+        )
+        .unwrap_or(0.0) as u64
+    };
+    let settled = wait_until(Duration::from_secs(60), || stored() + lost() == 7000);
+    let log = agent.proc.log_text();
+    assert!(settled, "{} stored, {} lost: {log}", stored(), lost());
+    assert!(
+        log.contains("the queue was damaged and has been recovered"),
+        "{log}"
+    );
+    assert!(
+        lost() > 0 && lost() < 4000,
+        "only the damaged records: {}",
+        lost()
+    );
+    assert!(
+        std::fs::read_dir(agent.data_dir.join("quarantine"))
+            .expect("quarantine")
+            .count()
+            == 1
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        ch.query("SELECT count() = uniqExact(body) FROM damage.logs"),
+        "1\n",
+        "no line twice"
+    );
+    assert!(
+        ch.count("SELECT countIf(body LIKE '%app line 6999%') FROM damage.logs") == 1,
+        "shipping went on"
+    );
+    let reported = wait_until(Duration::from_secs(20), || {
+        ch.count("SELECT max(queue_lost_records) FROM damage.agent_reports") == lost()
+    });
+    assert!(reported, "the loss is in the agent's report");
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs (as root): {out:?}"
+        );
+        SmallDisk(at.to_path_buf())
+    }
+
+    fn available(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&self.0)
+            .output()
+            .expect("run df");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df's answer")
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The agent's data directory on a small filesystem that fills up while
+/// the collector is down: tailing pauses and pushes are refused before
+/// RocksDB runs out of space, the agent says why, and once space returns
+/// it resumes by itself with nothing lost and nothing twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_pauses_the_queue_and_shipping_resumes_by_itself() {
+    let dir = TempDir::new().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs");
+    let disk = SmallDisk::mount(&dir.path().join("agent-data"), "96m");
+    let ch = ClickHouse::start();
+    let port = free_port();
+    let mut collector = Collector::on_port(port, dir.path(), "collector", &ch, "disk", "");
+    collector.wait_connected();
+    let agent = Agent::new(
+        dir.path(),
+        &[collector.endpoint()],
+        &json_source(&logs, ""),
+        "[queue]\nmin_free_bytes = 33554432",
+    );
+    agent.wait_metrics();
+    let file = logs.join("app.log");
+    let stored = || ch.count("SELECT count() FROM disk.logs");
+    append(&file, &seed_lines("app", 0, 1000));
+    assert!(wait_until(Duration::from_secs(30), || stored() == 1000));
+
+    // The collector down; a ballast leaves 40 MiB free, and 13 MiB of lines
+    // take the queue below its 32 MiB reserve.
+    collector.proc.terminate();
+    let ballast = disk.0.join("ballast");
+    let size = disk.available().saturating_sub(40 << 20);
+    std::fs::write(&ballast, vec![0u8; size as usize]).expect("ballast");
+    for burst in 0..30 {
+        append(
+            &file,
+            &seed_lines("app", 1000 + burst * 1000, 2000 + burst * 1000),
+        );
+    }
+    let paused = wait_until(Duration::from_secs(30), || {
+        agent
+            .proc
+            .log_text()
+            .contains("tailing paused: the queue's disk has")
+    });
+    assert!(paused, "{}", agent.proc.log_text());
+    let free = metric(
+        &scrape(&agent.metrics_url()),
+        "logferry_agent_queue_disk_free_bytes",
+    )
+    .expect("the free-space gauge");
+    assert!(free < 33554432.0 && free > 8e6, "{free}");
+    let refused = push_client(&agent)
+        .await
+        .push(records(0, 10))
+        .await
+        .expect_err("a push below the reserve");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    assert!(refused.message().contains("min_free_bytes"), "{refused}");
+
+    // Space returns and the collector with it.
+    std::fs::remove_file(&ballast).expect("ballast");
+    collector.proc.start();
+    let all = wait_until(Duration::from_secs(90), || stored() >= 31_000);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(all, "{} of 31000: {}", stored(), agent.proc.log_text());
+    assert_eq!(
+        ch.query("SELECT count(), uniqExact(body) FROM disk.logs"),
+        "31000\t31000\n"
+    );
+    let log = agent.proc.log_text();
+    assert!(log.contains("tailing resumed"), "{log}");
+    assert!(
+        !log.contains("No space left"),
+        "RocksDB never ran out: {log}"
+    );
 }

@@ -6,13 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use logferry_e2e::api::{insert_rows, Stack, USER_PASSWORD};
+use logferry_e2e::api::{export_batch as batch, insert_rows, ship, Stack, USER_PASSWORD};
 use logferry_e2e::now_ns;
 use logferry_e2e::wait_until;
-use logferry_proto::ingest_service_client::IngestServiceClient;
 use logferry_proto::query_service_client::QueryServiceClient;
-use logferry_proto::{chunk, AnalyticsRequest, Chunk, ExportRequest, Format, Origin, RawLines};
-use prost::Message;
+use logferry_proto::AnalyticsRequest;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -123,54 +121,6 @@ async fn alert_rules_never_read_another_tenants_logs() {
     );
 }
 
-/// A batch of `lines` under `agent_id`, from sequence number `first`.
-fn batch(agent_id: &str, first: u64, lines: &[String]) -> ExportRequest {
-    let data: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let chunk = Chunk {
-        first_seq: first,
-        origin: Some(Origin {
-            source: "app".into(),
-            file_path: "/var/log/app.log".into(),
-            format: Format::Text as i32,
-            service_name: "api".into(),
-            attributes: vec![],
-        }),
-        observed_time_unix_nano: now_ns(),
-        body: Some(chunk::Body::Lines(RawLines {
-            data: data.into_bytes().into(),
-            ..Default::default()
-        })),
-    };
-    ExportRequest {
-        agent_id: agent_id.into(),
-        first_seq: first,
-        last_seq: first + lines.len().max(1) as u64 - 1,
-        resource: vec![],
-        chunks: vec![chunk.encode_to_vec().into()],
-        report: None,
-    }
-}
-
-async fn ship(
-    endpoint: &str,
-    token: &str,
-    req: ExportRequest,
-) -> Result<logferry_proto::ExportResponse, tonic::Status> {
-    let mut client = IngestServiceClient::connect(endpoint.to_string())
-        .await
-        .expect("ingest connects")
-        .max_encoding_message_size(64 << 20);
-    let mut request = tonic::Request::new(req);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    client
-        .export(request)
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_agent_id_is_refused_and_erases_nothing() {
     let stack = Stack::start("isolation_batches", None, "").await;
@@ -278,10 +228,13 @@ async fn one_batch_of_tiny_records_cannot_exhaust_memory() {
     let refused = ship(&endpoint, &token, batch("mem-agent", 1, &empty))
         .await
         .expect_err("more records than ingest.max_batch_records");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     assert_eq!(
-        refused.code(),
-        tonic::Code::ResourceExhausted,
-        "{refused:?}"
+        refused.metadata().get(logferry_proto::REFUSAL_KEY),
+        Some(&tonic::metadata::MetadataValue::from_static(
+            logferry_proto::REFUSAL_TOO_LARGE
+        )),
+        "a refusal no resend can change says so: {refused:?}"
     );
     assert!(
         refused.message().contains("max_batch_records") && refused.message().contains("500000"),

@@ -7,21 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use logferry_e2e::{seed_line, wait_until, Agent, ClickHouse, Collector, TempDir};
-
-fn scrape(url: &str) -> String {
-    let url = if url.ends_with("/metrics") {
-        url.to_string()
-    } else {
-        format!("{url}/metrics")
-    };
-    let out = Command::new("curl")
-        .args(["-sf", &url])
-        .output()
-        .expect("run curl");
-    assert!(out.status.success(), "GET /metrics failed");
-    String::from_utf8(out.stdout).expect("utf-8")
-}
+use logferry_e2e::{scrape, seed_line, wait_until, Agent, ClickHouse, Collector, TempDir};
 
 /// The value of a sample line, by its name and labels as exposed.
 fn sample(text: &str, series: &str) -> Option<f64> {

@@ -304,11 +304,21 @@ pub struct AgentLoss {
     pub truncated_lines: u64,
     /// Lines of JSON sources that were not JSON objects (stored as text).
     pub parse_errors: u64,
-    /// Bytes written to followed files and not read yet.
+    /// Bytes written to followed files and not read yet, and how long the
+    /// longest-waiting file has had some (its oldest unread line is at
+    /// least that old).
     pub unread_bytes: u64,
+    pub unread_age_s: u64,
     /// Records queued on the agent, not yet acknowledged, and the age of the oldest.
     pub queue_records: u64,
     pub oldest_unacked_s: u64,
+    /// Batches every collector refused for good, kept on the agent until
+    /// replayed (`logferry-agent dead-letters`), and their records.
+    pub dead_letter_batches: u64,
+    pub dead_letter_records: u64,
+    /// Records lost to a damaged queue, found when it was recovered at the
+    /// agent's start.
+    pub queue_lost_records: u64,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -958,8 +968,12 @@ impl Service {
             truncated_lines: r.truncated_lines,
             parse_errors: r.parse_errors,
             unread_bytes: r.unread_bytes,
+            unread_age_s: r.unread_age_s,
             queue_records: r.queue_records,
             oldest_unacked_s: r.oldest_unacked_s,
+            dead_letter_batches: r.dead_letter_batches,
+            dead_letter_records: r.dead_letter_records,
+            queue_lost_records: r.queue_lost_records,
         };
         let mut agents: Vec<AgentHealth> = agents
             .into_iter()

@@ -86,6 +86,10 @@ pub struct AgentReportRow {
     pub queue_records: u64,
     pub oldest_unacked_s: u64,
     pub started_s: u64,
+    pub dead_letter_batches: u64,
+    pub dead_letter_records: u64,
+    pub queue_lost_records: u64,
+    pub unread_age_s: u64,
 }
 
 /// A group for which a rule's condition holds now.
@@ -289,7 +293,9 @@ impl Store {
              argMax(abandoned_bytes, time) AS abandoned_bytes, argMax(truncated_lines, time) AS truncated_lines, \
              argMax(parse_errors, time) AS parse_errors, argMax(unread_bytes, time) AS unread_bytes, \
              argMax(queue_records, time) AS queue_records, argMax(oldest_unacked_s, time) AS oldest_unacked_s, \
-             argMax(started_s, time) AS started_s \
+             argMax(started_s, time) AS started_s, argMax(dead_letter_batches, time) AS dead_letter_batches, \
+             argMax(dead_letter_records, time) AS dead_letter_records, argMax(queue_lost_records, time) AS queue_lost_records, \
+             argMax(unread_age_s, time) AS unread_age_s \
              FROM agent_reports WHERE {w} GROUP BY tenant, agent_id ORDER BY tenant, host, agent_id LIMIT 10000",
             &[&filter],
             limits,
@@ -425,10 +431,10 @@ impl Store {
                 // Counters are cumulative per agent run: the loss in the
                 // window is the growth of the latest run's counters.
                 format!("SELECT concat(host, ' (', agent_id, ')') AS key, \
-                 toFloat64(max(abandoned_bytes + truncated_lines + parse_errors) - min(abandoned_bytes + truncated_lines + parse_errors) \
-                   + if(min(started_s) >= {from}, min(abandoned_bytes + truncated_lines + parse_errors), 0)) AS value, \
+                 toFloat64(max(abandoned_bytes + truncated_lines + parse_errors + queue_lost_records) - min(abandoned_bytes + truncated_lines + parse_errors + queue_lost_records) \
+                   + if(min(started_s) >= {from}, min(abandoned_bytes + truncated_lines + parse_errors + queue_lost_records), 0)) AS value, \
                  concat(toString(max(abandoned_bytes)), ' bytes abandoned, ', toString(max(truncated_lines)), ' lines truncated, ', \
-                   toString(max(parse_errors)), ' parse errors since the agent started') AS sample \
+                   toString(max(parse_errors)), ' parse errors, ', toString(max(queue_lost_records)), ' records lost to a damaged queue since the agent started') AS sample \
                  FROM agent_reports WHERE {{w}} GROUP BY host, agent_id, started_s HAVING {{w}} \
                  ORDER BY value DESC, key LIMIT 100", from = w.from_s),
                 vec![

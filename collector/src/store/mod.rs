@@ -424,7 +424,7 @@ impl Store {
     /// timestamps can span that many. If only some statements land, the
     /// ledger's recovery inserts the rest (see `ingest`).
     ///
-    /// Each statement runs under the query id `{query_ids}-{n}`, so that
+    /// Each statement runs under the query id `{query_ids}{n}`, so that
     /// a later attempt can see whether it is still running on the server
     /// (`Store::inserts_running`).
     pub async fn insert_logs(
@@ -434,7 +434,7 @@ impl Store {
         query_ids: &str,
     ) -> Result<(), StoreError> {
         for (n, group) in day_groups(rows).into_iter().enumerate() {
-            let query_id = format!("{query_ids}-{n}");
+            let query_id = format!("{query_ids}{n}");
             match self.layout {
                 Layout::Arrays => {
                     let mut insert = self.begin_insert::<LogRow>(&query_id, timeout).await?;
@@ -513,21 +513,32 @@ impl Store {
         self.insert_one("agent_ids", id).await
     }
 
-    /// Whether a statement whose query id starts with `prefix` is running
-    /// on the server: an INSERT that its collector gave up on (timeout,
-    /// dropped attempt) can still be writing parts.
-    pub async fn inserts_running(&self, prefix: &str) -> Result<bool, StoreError> {
+    /// Whether a statement whose query id names `member` is running on the
+    /// server: an INSERT that its collector gave up on (timeout, dropped
+    /// attempt) can still be writing parts. Query ids of log inserts are
+    /// `lf-`, the `-`-terminated members of the insert, then a unique
+    /// suffix (`ingest::coalesce`); `member` includes its dashes.
+    pub async fn inserts_running(&self, member: &str) -> Result<bool, StoreError> {
         let n: u64 = self
             .client
-            .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
-            .bind(prefix)
+            .query(
+                "SELECT count() FROM system.processes \
+                 WHERE startsWith(query_id, 'lf-') AND position(query_id, ?) > 0",
+            )
+            .bind(member)
             .fetch_one()
             .await?;
         Ok(n > 0)
     }
 
-    pub async fn record_batch(&self, entry: &LedgerEntry) -> Result<(), StoreError> {
-        self.insert_one("ingest_batches", entry).await
+    /// Writes ledger entries in one statement.
+    pub async fn record_batches(&self, entries: &[&LedgerEntry]) -> Result<(), StoreError> {
+        let mut insert = self.client.insert::<LedgerEntry>("ingest_batches").await?;
+        for entry in entries {
+            insert.write(*entry).await?;
+        }
+        insert.end().await?;
+        Ok(())
     }
 
     /// Sequence numbers of a batch's records already in `logs`, for a batch

@@ -508,6 +508,20 @@ pub const MIGRATIONS: &[Migration] = &[
         ],
         modern: &[],
     },
+    Migration {
+        version: 10,
+        name: "agents report their dead letters, what a damaged queue lost, and how old their backlog is",
+        requires: None,
+        statements: &[
+            // Batches every collector refused for good, set aside on the
+            // agent until replayed: what the dead-letter area holds now.
+            "ALTER TABLE {db}.agent_reports ADD COLUMN dead_letter_batches UInt64 DEFAULT 0",
+            "ALTER TABLE {db}.agent_reports ADD COLUMN dead_letter_records UInt64 DEFAULT 0",
+            "ALTER TABLE {db}.agent_reports ADD COLUMN queue_lost_records UInt64 DEFAULT 0",
+            "ALTER TABLE {db}.agent_reports ADD COLUMN unread_age_s UInt64 DEFAULT 0",
+        ],
+        modern: &[],
+    },
 ];
 
 /// The first server version that gets the modern layout (migrations 1 and
@@ -556,12 +570,12 @@ mod tests {
         let new = ServerVersion::parse("24.8.4.13").expect("parses");
         assert_eq!(
             pending(&[], old).map(|m| m.version).collect::<Vec<_>>(),
-            vec![1, 3, 5, 6, 7, 8]
+            vec![1, 3, 5, 6, 7, 8, 10]
         );
-        assert_eq!(pending(&[1, 3, 5, 6, 7, 8], old).count(), 0);
+        assert_eq!(pending(&[1, 3, 5, 6, 7, 8, 10], old).count(), 0);
         assert_eq!(
             pending(&[1], new).map(|m| m.version).collect::<Vec<_>>(),
-            vec![2, 3, 4, 5, 6, 7, 8, 9]
+            vec![2, 3, 4, 5, 6, 7, 8, 9, 10]
         );
         assert_eq!(ServerVersion::parse("garbage"), None);
     }

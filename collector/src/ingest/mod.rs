@@ -31,10 +31,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use logferry_daemon::error_chain;
 use logferry_proto::ingest_service_server::IngestService;
-use logferry_proto::{ExportRequest, ExportResponse};
-use tokio::sync::watch;
+use logferry_proto::{
+    ExportRequest, ExportResponse, REFUSAL_KEY, REFUSAL_MALFORMED, REFUSAL_TOO_LARGE,
+    RETRY_AFTER_MS_KEY,
+};
+use tokio::sync::{watch, Semaphore, SemaphorePermit};
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
+
+mod coalesce;
 
 use crate::analyze::{self, PatternRow, Registry};
 use crate::api::ApiError;
@@ -46,6 +51,7 @@ use crate::metrics::Metrics;
 use crate::record::LogRow;
 use crate::store::alerts::AgentReportRow;
 use crate::store::{LedgerEntry, Store, StoreError, COMMITTED, PENDING};
+use coalesce::{Coalescer, InProgress, Job};
 
 /// The tenant of every record when agents ship without credentials
 /// (`ingest.require_credentials = false`).
@@ -65,34 +71,57 @@ pub struct Ingest {
     patterns: Registry,
     agent_ids: AgentIds,
     /// (tenant, agent id, first seq) of the batches being stored here.
-    in_progress: Mutex<HashSet<(String, String, u64)>>,
+    in_progress: Arc<Mutex<HashSet<(String, String, u64)>>>,
+    coalescer: Coalescer,
     /// Per agent: when its loss report was last written, and its loss
     /// counters then.
-    reports: Mutex<HashMap<String, (Instant, [u64; 3])>>,
+    reports: Mutex<HashMap<String, (Instant, [u64; 5])>>,
     /// When a refusal was last logged as a warning (ms since the epoch):
     /// during an outage every batch is refused, the log says so every 10 s.
     last_warning_ms: AtomicU64,
+    /// Admission: batches being stored, and their KiB.
+    batches: Semaphore,
+    kib: Semaphore,
+    max_kib: u32,
+    admission_wait: Duration,
 }
 
-/// Removes a batch from the in-progress set however its attempt ends.
-struct InProgress<'a> {
-    set: &'a Mutex<HashSet<(String, String, u64)>>,
-    key: (String, String, u64),
-}
+/// How long an overloaded collector asks an agent to wait.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The same after ClickHouse answered "too many parts": merges need time.
+const RETRY_AFTER_PARTS: Duration = Duration::from_secs(5);
 
-impl Drop for InProgress<'_> {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+/// RESOURCE_EXHAUSTED with a retry-after hint: back-pressure, not a failure
+/// of the batch.
+fn overloaded(after: Duration, message: String) -> Status {
+    let mut status = Status::resource_exhausted(message);
+    if let Ok(v) = after.as_millis().to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER_MS_KEY, v);
     }
+    status
+}
+
+/// ClickHouse refusing an insert because merges lag behind inserts
+/// (TOO_MANY_PARTS, code 252, worded alike by 18.16 and 26.x).
+fn too_many_parts(e: &StoreError) -> bool {
+    error_chain(e).contains("Code: 252")
 }
 
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A permanent refusal of a batch: no resend of it can succeed, so the
+/// agent sets it aside (its dead-letter area) instead of retrying.
+fn refused(reason: &'static str, message: String) -> Status {
+    let mut status = Status::invalid_argument(message);
+    status.metadata_mut().insert(
+        REFUSAL_KEY,
+        tonic::metadata::MetadataValue::from_static(reason),
+    );
+    status
 }
 
 fn unavailable(e: StoreError) -> Status {
@@ -117,12 +146,21 @@ impl Ingest {
             deadline: Duration::from_millis(config.batch_deadline_ms),
             analyze: config.analyze,
             max_batch_records: config.max_batch_records,
-            metrics,
             patterns: Registry::default(),
             agent_ids: AgentIds::default(),
-            in_progress: Mutex::new(HashSet::new()),
+            in_progress: Arc::default(),
+            coalescer: Coalescer::start(
+                config.max_concurrent_inserts,
+                config.max_insert_rows,
+                Arc::clone(&metrics),
+            ),
             reports: Mutex::default(),
             last_warning_ms: AtomicU64::new(0),
+            batches: Semaphore::new(config.max_concurrent_batches),
+            kib: Semaphore::new((config.max_in_flight_bytes >> 10) as usize),
+            max_kib: (config.max_in_flight_bytes >> 10).min(u64::from(u32::MAX)) as u32,
+            admission_wait: Duration::from_millis(config.admission_wait_ms),
+            metrics,
         })
     }
 
@@ -166,11 +204,13 @@ impl Ingest {
                 Status::unavailable("collector is still connecting to clickhouse")
             })?;
         if req.agent_id.is_empty() || req.first_seq > req.last_seq {
-            return Err(Status::invalid_argument(
-                "a batch needs an agent id and first_seq <= last_seq",
+            return Err(refused(
+                REFUSAL_MALFORMED,
+                "a batch needs an agent id and first_seq <= last_seq".into(),
             ));
         }
         let tenant = self.shipper(&store, authorization, &req.agent_id).await?;
+        let _admitted = self.admit(&req).await?;
         let key = (tenant.clone(), req.agent_id.clone(), req.first_seq);
         if !self
             .in_progress
@@ -182,8 +222,8 @@ impl Ingest {
                 "this batch is already being stored by this collector",
             ));
         }
-        let _guard = InProgress {
-            set: &self.in_progress,
+        let in_progress = InProgress {
+            set: Arc::clone(&self.in_progress),
             key,
         };
         self.record_report(&store, &tenant, &req);
@@ -200,8 +240,8 @@ impl Ingest {
         let budget = started + self.deadline.mul_f64(ANALYSIS_SHARE);
         let (decoded, stamped) = tokio::task::spawn_blocking(move || {
             let mut decoded = decode_batch(&req, &tenant, max_records).map_err(|e| match e {
-                DecodeError::TooManyRecords { .. } => Status::resource_exhausted(e.to_string()),
-                e => Status::invalid_argument(error_chain(&e)),
+                DecodeError::TooManyRecords { .. } => refused(REFUSAL_TOO_LARGE, e.to_string()),
+                e => refused(REFUSAL_MALFORMED, error_chain(&e)),
             })?;
             let stamped = if analyze {
                 let go_on = || !flag.load(Ordering::Relaxed) && Instant::now() < budget;
@@ -238,26 +278,29 @@ impl Ingest {
             .ledger(&tenant_label, &agent_id, first_seq)
             .await
             .map_err(unavailable)?;
-        if ledger.iter().any(|e| e.state == COMMITTED) {
-            debug!(agent_id, first_seq, "batch already stored");
-            self.metrics.ingest_duplicate_batches.inc();
-            return Ok(ExportResponse {
-                stored: 0,
-                duplicate: true,
-            });
-        }
-        if let Some(pending) = ledger.first() {
-            // This collector's own earlier attempt counts too: it may have
-            // been dropped (the agent timed out) or have given up on its
-            // INSERT while ClickHouse still completes it.
-            if pending.deadline_ms + SETTLE_MS > now_ms() {
+        let pending = match decide(&ledger, now_ms()) {
+            Decision::Duplicate => {
+                debug!(agent_id, first_seq, "batch already stored");
+                self.metrics.ingest_duplicate_batches.inc();
+                return Ok(ExportResponse {
+                    stored: 0,
+                    duplicate: true,
+                });
+            }
+            Decision::Busy { collector_id } => {
                 return Err(Status::unavailable(format!(
-                    "this batch is being stored by collector {} until its deadline; retry later",
-                    pending.collector_id
+                    "this batch is being stored by collector {collector_id} until its deadline; retry later"
                 )));
             }
+            Decision::Resume(pending) => Some(pending),
+            Decision::Fresh => None,
+        };
+        if let Some(pending) = pending {
             if store
-                .inserts_running(&batch_query_ids(&tenant_label, &agent_id, first_seq))
+                .inserts_running(&format!(
+                    "-{}",
+                    query_member(&tenant_label, &agent_id, first_seq)
+                ))
                 .await
                 .map_err(unavailable)?
             {
@@ -279,7 +322,8 @@ impl Ingest {
                 rows.retain(|r| !stored.contains(&r.seq));
             }
         }
-        let mut entry = LedgerEntry {
+        let records = rows.len() as u64;
+        let entry = LedgerEntry {
             tenant: tenant_label.clone(),
             agent_id,
             first_seq,
@@ -287,42 +331,28 @@ impl Ingest {
             state: PENDING,
             collector_id: self.collector_id.clone(),
             deadline_ms,
-            records: rows.len() as u64,
+            records,
             min_time: decoded.min_time,
             max_time: decoded.max_time,
             recorded_at: (now_ms() / 1000) as u32,
         };
-        store.record_batch(&entry).await.map_err(unavailable)?;
-        let remaining = self.deadline.saturating_sub(started.elapsed());
-        if remaining.is_zero() {
-            return Err(Status::deadline_exceeded(
-                "batch deadline passed before insert; retry",
-            ));
-        }
-        if !rows.is_empty() {
-            let insert = Instant::now();
-            let query_ids = format!(
-                "{}{}",
-                batch_query_ids(&tenant_label, &entry.agent_id, first_seq),
-                uuid::Uuid::new_v4().simple()
-            );
-            let inserted = store.insert_logs(&mut rows, remaining, &query_ids).await;
-            self.metrics
-                .clickhouse_insert_seconds
-                .observe(insert.elapsed().as_secs_f64());
-            if inserted.is_err() {
-                self.metrics.clickhouse_insert_failures.inc();
-            }
-            inserted.map_err(unavailable)?;
-        }
-        entry.state = COMMITTED;
-        entry.recorded_at = (now_ms() / 1000) as u32;
-        store.record_batch(&entry).await.map_err(unavailable)?;
+        let abandoned = Abandoned::default();
+        let job = Job {
+            store: store.clone(),
+            member: query_member(&tenant_label, &entry.agent_id, first_seq),
+            entry,
+            rows,
+            deadline: started + self.deadline,
+            abandoned: abandoned.flag(),
+            _in_progress: in_progress,
+        };
+        self.coalescer.write(job).await?;
+        drop(abandoned);
         let tenant = tenant_label.as_str();
         self.metrics
             .ingest_records
             .with_label_values(&[tenant])
-            .inc_by(rows.len() as u64);
+            .inc_by(records);
         self.metrics
             .ingest_batches
             .with_label_values(&[tenant])
@@ -337,13 +367,39 @@ impl Ingest {
             }
         }
         Ok(ExportResponse {
-            stored: rows.len() as u64,
+            stored: records,
             duplicate: false,
         })
     }
 }
 
 impl Ingest {
+    /// Waits up to `admission_wait` for room for one more batch of this
+    /// size; holds it until dropped.
+    async fn admit(
+        &self,
+        req: &ExportRequest,
+    ) -> Result<(SemaphorePermit<'_>, SemaphorePermit<'_>), Status> {
+        let bytes: usize = req.chunks.iter().map(|c| c.len()).sum();
+        let kib = ((bytes >> 10) as u64 + 1).min(u64::from(self.max_kib)) as u32;
+        let room = async {
+            let batch = self.batches.acquire().await;
+            let bytes = self.kib.acquire_many(kib).await;
+            (batch, bytes)
+        };
+        match tokio::time::timeout(self.admission_wait, room).await {
+            Ok((Ok(batch), Ok(bytes))) => Ok((batch, bytes)),
+            _ => Err(overloaded(
+                RETRY_AFTER,
+                format!(
+                    "this collector is storing as many batches as it takes at once \
+                     (ingest.max_concurrent_batches, max_in_flight_bytes); retry in {} ms",
+                    RETRY_AFTER.as_millis()
+                ),
+            )),
+        }
+    }
+
     /// Writes the agent's loss report to `agent_reports`, in the
     /// background: when its loss counters moved, else at most every
     /// `REPORT_EVERY` per agent and collector.
@@ -353,6 +409,8 @@ impl Ingest {
             report.abandoned_bytes,
             report.truncated_lines,
             report.parse_errors,
+            report.dead_letter_records,
+            report.queue_lost_records,
         ];
         {
             let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
@@ -382,6 +440,10 @@ impl Ingest {
             queue_records: report.queue_records,
             oldest_unacked_s: report.oldest_unacked_s,
             started_s: report.started_unix_s,
+            dead_letter_batches: report.dead_letter_batches,
+            dead_letter_records: report.dead_letter_records,
+            queue_lost_records: report.queue_lost_records,
+            unread_age_s: report.unread_age_s,
         };
         let store = store.clone();
         tokio::spawn(async move {
@@ -412,12 +474,14 @@ impl IngestService for Ingest {
         {
             Ok(resp) => Ok(Response::new(resp)),
             Err(status) => {
+                let refusal = status.metadata().get(REFUSAL_KEY).map(|v| v.as_bytes());
                 let reason = match status.code() {
                     tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
                         "unauthenticated"
                     }
+                    _ if refusal == Some(REFUSAL_TOO_LARGE.as_bytes()) => "too_large",
                     tonic::Code::InvalidArgument => "invalid",
-                    tonic::Code::ResourceExhausted => "too_large",
+                    tonic::Code::ResourceExhausted => "overloaded",
                     tonic::Code::DeadlineExceeded => "deadline",
                     tonic::Code::Unavailable if status.message().contains("being stored") => "busy",
                     _ => "unavailable",
@@ -428,13 +492,19 @@ impl IngestService for Ingest {
                     .inc();
                 let now = now_ms();
                 let last = self.last_warning_ms.load(Ordering::Relaxed);
-                let warn_now = status.code() != tonic::Code::Unavailable
+                let transient = matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                );
+                let warn_now = !transient
                     || (now.saturating_sub(last) >= 10_000
                         && self
                             .last_warning_ms
                             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                             .is_ok());
-                if warn_now {
+                if warn_now && refusal.is_some() {
+                    warn!(code = ?status.code(), message = status.message(), "batch refused for good; the agent sets it aside once every collector refused it");
+                } else if warn_now {
                     warn!(code = ?status.code(), message = status.message(), "batch refused; the agent will retry");
                 } else {
                     debug!(code = ?status.code(), message = status.message(), "batch refused");
@@ -445,11 +515,12 @@ impl IngestService for Ingest {
     }
 }
 
-/// The prefix of the query ids of a batch's INSERTs, the same on every
-/// collector: `lf-` and a hash of (tenant, agent id, first seq), then `-`.
-fn batch_query_ids(tenant: &str, agent_id: &str, first_seq: u64) -> String {
+/// A batch's name in the query ids of the INSERTs that write its rows, the
+/// same on every collector: a hash of (tenant, agent id, first seq), then
+/// `-` (see `coalesce`).
+fn query_member(tenant: &str, agent_id: &str, first_seq: u64) -> String {
     let key = format!("{tenant}\0{agent_id}\0{first_seq}");
-    format!("lf-{:016x}-", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+    format!("{:016x}-", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
 }
 
 /// How long past an attempt's deadline its INSERT may still land: an
@@ -457,6 +528,41 @@ fn batch_query_ids(tenant: &str, agent_id: &str, first_seq: u64) -> String {
 /// its attempt) can still be completed by the server. Only after this is a
 /// pending entry taken over and its missing rows looked up.
 const SETTLE_MS: u64 = 5_000;
+
+/// What the ledger's entries for a batch say about storing it now.
+#[derive(Debug, PartialEq)]
+enum Decision<'a> {
+    /// A collector committed it: acknowledge it without writing.
+    Duplicate,
+    /// An attempt may still be writing: its deadline, plus `SETTLE_MS` for
+    /// an INSERT the server still completes, has not passed. This
+    /// collector's own earlier attempts count too: one may have been
+    /// dropped (the agent timed out) while ClickHouse goes on.
+    Busy { collector_id: &'a str },
+    /// Every attempt is over without a commit: complete the batch, without
+    /// the rows the latest attempt's INSERT already stored.
+    Resume(&'a LedgerEntry),
+    /// No attempt yet.
+    Fresh,
+}
+
+/// The exactly-once decision, from the entries of one batch in any order.
+fn decide(entries: &[LedgerEntry], now_ms: u64) -> Decision<'_> {
+    if entries.iter().any(|e| e.state == COMMITTED) {
+        return Decision::Duplicate;
+    }
+    let latest = entries
+        .iter()
+        .filter(|e| e.state == PENDING)
+        .max_by_key(|e| e.deadline_ms);
+    match latest {
+        None => Decision::Fresh,
+        Some(p) if p.deadline_ms + SETTLE_MS > now_ms => Decision::Busy {
+            collector_id: &p.collector_id,
+        },
+        Some(p) => Decision::Resume(p),
+    }
+}
 
 /// The share of `ingest.batch_deadline_ms` that stamping a batch may take.
 /// Stamping costs microseconds a record, so this is a bound for records
@@ -555,16 +661,102 @@ mod tests {
             .all(|r| r.pattern_id == 0 && r.security_class.is_empty()));
     }
 
+    fn entry(state: u8, collector_id: &str, deadline_ms: u64) -> LedgerEntry {
+        LedgerEntry {
+            tenant: "acme".into(),
+            agent_id: "a".into(),
+            first_seq: 1,
+            last_seq: 9,
+            state,
+            collector_id: collector_id.into(),
+            deadline_ms,
+            records: 9,
+            min_time: 0,
+            max_time: 0,
+            recorded_at: 0,
+        }
+    }
+
     #[test]
-    fn a_batchs_query_ids_are_the_same_on_every_collector() {
-        let a = batch_query_ids("acme", "agent-1", 42);
-        assert_eq!(a, batch_query_ids("acme", "agent-1", 42));
+    fn the_ledger_decides_every_case() {
+        let now = 100_000;
+        let settled = now - SETTLE_MS - 1;
+        let (c1, c2) = ("c1", "c2");
+        let live = entry(PENDING, c2, now + 1);
+        let settling = entry(PENDING, c2, now - SETTLE_MS + 1);
+        let expired = entry(PENDING, c1, settled);
+        let older = entry(PENDING, c2, settled - 10_000);
+        let committed = entry(COMMITTED, c1, settled);
+        let cases: Vec<(&str, Vec<&LedgerEntry>, Decision)> = vec![
+            ("no entry", vec![], Decision::Fresh),
+            ("committed", vec![&committed], Decision::Duplicate),
+            (
+                "committed wins over a live attempt",
+                vec![&live, &committed],
+                Decision::Duplicate,
+            ),
+            (
+                "an attempt within its deadline",
+                vec![&live],
+                Decision::Busy { collector_id: c2 },
+            ),
+            (
+                "an attempt past its deadline, still settling",
+                vec![&settling],
+                Decision::Busy { collector_id: c2 },
+            ),
+            (
+                "an attempt settled",
+                vec![&expired],
+                Decision::Resume(&expired),
+            ),
+            (
+                "the latest attempt decides, in any order",
+                vec![&expired, &live],
+                Decision::Busy { collector_id: c2 },
+            ),
+            (
+                "the latest of settled attempts is resumed",
+                vec![&older, &expired],
+                Decision::Resume(&expired),
+            ),
+            (
+                "reversed",
+                vec![&expired, &older],
+                Decision::Resume(&expired),
+            ),
+        ];
+        for (case, entries, want) in cases {
+            let entries: Vec<LedgerEntry> = entries.into_iter().cloned().collect();
+            assert_eq!(decide(&entries, now), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn too_many_parts_is_recognised_in_both_servers_words() {
+        let answer =
+            |text: &str| StoreError::ClickHouse(clickhouse::error::Error::BadResponse(text.into()));
+        assert!(too_many_parts(&answer(
+            "Code: 252, e.displayText() = DB::Exception: Too many parts (300). Merges are processing significantly slower than inserts."
+        )));
+        assert!(too_many_parts(&answer(
+            "Code: 252. DB::Exception: Too many parts (3001 with average size of 1.00 KiB) in table 'logs'. (TOO_MANY_PARTS)"
+        )));
+        assert!(!too_many_parts(&answer(
+            "Code: 241. DB::Exception: Memory limit exceeded"
+        )));
+    }
+
+    #[test]
+    fn a_batchs_query_id_member_is_the_same_on_every_collector() {
+        let a = query_member("acme", "agent-1", 42);
+        assert_eq!(a, query_member("acme", "agent-1", 42));
         assert!(
-            a.starts_with("lf-") && a.ends_with('-') && a.len() == 20,
+            a.ends_with('-') && a.len() == 17 && !a[..16].contains('-'),
             "{a}"
         );
-        assert_ne!(a, batch_query_ids("globex", "agent-1", 42));
-        assert_ne!(a, batch_query_ids("acme", "agent-1", 43));
+        assert_ne!(a, query_member("globex", "agent-1", 42));
+        assert_ne!(a, query_member("acme", "agent-1", 43));
     }
 
     #[test]
