@@ -39,8 +39,10 @@ cargo clippy --release --workspace --all-targets --locked -- -D warnings
 echo "== build (the end-to-end tests run the real binaries)"
 cargo build --release --workspace --bins --locked
 echo "== tests (ClickHouse 18.16)"
-LOGFERRY_CLICKHOUSE=18.16 cargo test --release --workspace --locked
+LOGFERRY_CLICKHOUSE=18.16 cargo test --release --workspace --locked --no-fail-fast
+echo "== fuzzing: every cargo-fuzz target for 30 s from its corpus"
+scripts/fuzz.sh 30
 echo "== end-to-end tests again (ClickHouse 26.9)"
-LOGFERRY_CLICKHOUSE=26.9 cargo test --release -p logferry-e2e --locked
+LOGFERRY_CLICKHOUSE=26.9 cargo test --release -p logferry-e2e --locked --no-fail-fast
 echo "== scripts/run-local.sh, driven as the README tells a newcomer to (both generations)"
 tests/run-local-test.sh

@@ -8,7 +8,8 @@
 //! The data is `LOGFERRY_DATA` (which must then hold it), or the workplace's
 //! `shared/data` beside the repository. The data is not part of the
 //! repository (its licences restrict redistribution): where it cannot be
-//! found the tests say so and measure nothing.
+//! found the tests say so and measure nothing, except with `CI` set (as
+//! `.ci/run` sets it), where that is a failure.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -30,8 +31,15 @@ fn data() -> Option<PathBuf> {
     if beside.join("loghub").is_dir() {
         return Some(beside);
     }
+    // In CI missing data is a failure, not a pass.
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "quality data not found: LOGFERRY_DATA is unset and {} has no loghub/",
+        beside.display()
+    );
     eprintln!(
-        "quality data not found (set LOGFERRY_DATA to the shared data directory): not measured"
+        "quality data not found (set LOGFERRY_DATA to the shared data directory, looked in {}): not measured",
+        beside.display()
     );
     None
 }
