@@ -12,12 +12,15 @@
 //! - `decode`: batches into rows (JSON and text lines, pushed records);
 //! - `record`: the row type and the mapping of well-known keys to columns;
 //! - `store`: ClickHouse client, migrations, ledger, retention;
+//! - `background`: work not awaited where it starts (notifications, agent
+//!   reports), which shutdown waits for;
 //! - `server`: wires the pieces together and shuts them down in order.
 
 pub mod alerts;
 pub mod analyze;
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod bootstrap;
 pub mod config;
 pub mod decode;

@@ -147,7 +147,7 @@ impl Metrics {
         );
         let alert_notifications = counter_vec(
             "logferry_collector_alerts_notifications_total",
-            "Notifications by channel kind and outcome (sent, failed, rate_limited).",
+            "Notifications by channel kind and outcome (sent, failed, rate_limited, abandoned at shutdown).",
             &["channel", "outcome"],
         );
         let alert_notification_retries = counter_vec(
@@ -173,7 +173,7 @@ impl Metrics {
         }
         for channel in ["webhook", "slack", "pagerduty", "sentry"] {
             alert_notification_retries.with_label_values(&[channel]);
-            for outcome in ["sent", "failed", "rate_limited"] {
+            for outcome in ["sent", "failed", "rate_limited", "abandoned"] {
                 alert_notifications.with_label_values(&[channel, outcome]);
             }
         }

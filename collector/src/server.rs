@@ -5,8 +5,9 @@
 //! connects to ClickHouse (retrying with backoff) and runs the migrations;
 //! until it has, batches and queries are answered UNAVAILABLE. Retention
 //! runs on its own timer. On shutdown the ports stop accepting, requests in
-//! flight finish within `shutdown_timeout_ms` (live tails are cut), then the
-//! process exits. A listener that stops on its own stops the collector with
+//! flight finish within `shutdown_timeout_ms` (live tails are cut), then
+//! background work (notifications, reports) finishes or, near the deadline,
+//! gives up and records that it did (`background`); then the process exits. A listener that stops on its own stops the collector with
 //! an error exit.
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{grpc, http, Service};
 use crate::auth::Auth;
+use crate::background::Background;
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::listen;
@@ -41,12 +43,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let collector_id = uuid::Uuid::new_v4().to_string();
     let auth = Arc::new(Auth::new(config.auth.clone(), collector_id.clone()));
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    let background = Background::default();
     let ingest = Ingest::new(
         store_rx.clone(),
         config.ingest.require_credentials.then(|| Arc::clone(&auth)),
         collector_id.clone(),
         &config.ingest,
         Arc::clone(&metrics),
+        background.clone(),
     );
     if !config.ingest.require_credentials {
         warn!("ingest.require_credentials = false: any client can ship into tenant `default`");
@@ -155,6 +159,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             store_rx.clone(),
             Arc::clone(&metrics),
             collector_id.clone(),
+            background.clone(),
         );
         notifier.map(|notifier| {
             let evaluator = crate::alerts::Evaluator::new(
@@ -189,12 +194,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(evaluator) = evaluator {
         evaluator.abort();
     }
+    let left = background
+        .drain(deadline, BACKGROUND_GRACE.min(timeout / 4))
+        .await;
+    if left > 0 {
+        warn!(
+            tasks = left,
+            "background work still running at the shutdown deadline is dropped"
+        );
+    }
     info!("collector stopped");
     if failed {
         anyhow::bail!("a listener stopped on its own (see the log above)");
     }
     Ok(())
 }
+
+/// The part of the shutdown deadline left to background work that gives up
+/// to record that it did.
+const BACKGROUND_GRACE: Duration = Duration::from_secs(1);
 
 /// The listeners' tasks. One that ends before shutdown was asked for
 /// (a failed accept loop, a panic) stops the whole collector with an

@@ -611,3 +611,89 @@ async fn two_collectors_notify_once_and_a_dead_evaluator_is_replaced() {
         "each notification once, across both collectors and the handover"
     );
 }
+
+/// A notification still being retried when its collector is told to stop
+/// is not dropped silently: it gives up before the shutdown deadline and
+/// the history says so (`abandoned`), and the collector still exits within
+/// `shutdown_timeout_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_retrying_at_shutdown_is_recorded_as_abandoned() {
+    let dir = TempDir::new().expect("tempdir");
+    let ch = ClickHouse::start();
+    let rx = Receiver::start().await;
+    rx.fail_first("/dead", usize::MAX);
+    let config = format!(
+        "[alerts]\ninterval_s = 1\nlease_ttl_s = 3\ndefault_rules = false\nbackoff_ms = 3000\nmax_attempts = 20\n\
+         [[alerts.channels]]\nname = \"dead\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+         [[alerts.rules]]\nname = \"errors\"\ntenant = \"default\"\nkind = \"count\"\nquery = \"level:error\"\nthreshold = 1\nwindow_s = 30\nfor_s = 1\nchannels = [\"dead\"]\n",
+        rx.url("/dead")
+    );
+    let collector = Collector::new(dir.path(), "collector", &ch, "abandon", &config);
+    collector.wait_connected();
+    let out = collector.bootstrap("root", ADMIN_PASSWORD, Some("default"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs dir");
+    let sources = logferry_e2e::json_source(&logs, "");
+    let agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+    append(
+        &logs.join("app.log"),
+        &[
+            line(json!({"level": "ERROR", "message": "boom"})),
+            line(json!({"level": "ERROR", "message": "boom"})),
+        ],
+    );
+    // The first attempt failed (the receiver records only what it
+    // accepts; the retry counter says it was tried): the delivery waits
+    // 1.5 to 3 s to retry. Waited for without blocking: the receiver runs
+    // on this runtime.
+    let retries = || {
+        logferry_e2e::scrape(&collector.http_url())
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "logferry_collector_alerts_notification_retries_total{channel=\"webhook\"} ",
+                )
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    while retries() < 1.0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        retries() >= 1.0,
+        "never tried; history: {}; {}",
+        ch.query("SELECT rule, event, channel FROM abandon.alert_history FORMAT TSV"),
+        collector.proc.log_text()
+    );
+    let (took, collector) = tokio::task::spawn_blocking(move || {
+        let mut collector = collector;
+        (collector.proc.terminate(), collector)
+    })
+    .await
+    .expect("terminate");
+    assert!(
+        took < Duration::from_millis(5000 + 1500),
+        "shutdown took {took:?}, beyond shutdown_timeout_ms"
+    );
+    let notifications = ch.query(
+        "SELECT event, attempts FROM abandon.alert_history WHERE channel = 'dead' ORDER BY time_ns FORMAT TSV",
+    );
+    let events: Vec<&str> = notifications.lines().collect();
+    assert_eq!(
+        events.len(),
+        1,
+        "one outcome for the one delivery: {notifications}"
+    );
+    let (event, attempts) = events[0].split_once('\t').expect("two columns");
+    assert_eq!(event, "abandoned", "{}", collector.proc.log_text());
+    assert!(attempts.parse::<u32>().expect("a number") >= 1);
+    assert!(collector.proc.log_text().contains("notification abandoned"));
+    drop(agent);
+}

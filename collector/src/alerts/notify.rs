@@ -5,6 +5,7 @@
 //! outcome goes to `alert_history` and to the metrics.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::warn;
 
 use super::state::Notice;
+use crate::background::Background;
 use crate::config::{AlertsConfig, ChannelConfig, ChannelKind};
 use crate::metrics::Metrics;
 use crate::store::alerts::HistoryRow;
@@ -294,6 +296,9 @@ pub struct Notifier {
     /// Sends in flight; beyond this, new ones are recorded as failed.
     slots: Arc<Semaphore>,
     budgets: Mutex<HashMap<String, Budget>>,
+    /// Deliveries and history rows run there; at shutdown a delivery still
+    /// retrying gives up and is recorded as `abandoned`.
+    background: Background,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -312,6 +317,7 @@ impl Notifier {
         store: watch::Receiver<Option<Store>>,
         metrics: Arc<Metrics>,
         collector_id: String,
+        background: Background,
     ) -> anyhow::Result<Notifier> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
@@ -327,6 +333,7 @@ impl Notifier {
             backoff: Duration::from_millis(config.backoff_ms),
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             budgets: Mutex::default(),
+            background,
         })
     }
 
@@ -376,17 +383,35 @@ impl Notifier {
             };
             let me = Arc::clone(self);
             let n = n.clone();
-            tokio::spawn(async move {
+            self.background.spawn(async move {
                 let _permit = permit;
                 me.deliver(&channel, &n).await;
             });
         }
     }
 
+    /// Sends `n` to `channel` with retries, and records the outcome; at
+    /// shutdown, a delivery not done when the collector stops waiting is
+    /// recorded as `abandoned`.
     async fn deliver(&self, channel: &ChannelConfig, n: &Notification) {
+        let attempts = AtomicU32::new(0);
+        tokio::select! {
+            biased;
+            () = self.attempts(channel, n, &attempts) => {}
+            () = self.background.abandoning().cancelled() => {
+                let attempts = attempts.load(Ordering::Relaxed);
+                warn!(channel = %channel.name, rule = %n.rule.name, attempts, "the collector is shutting down: notification abandoned");
+                self.outcome(kind_label(channel.kind), "abandoned");
+                self.record(n, &channel.name, "abandoned", attempts, "the collector shut down before it was delivered");
+            }
+        }
+    }
+
+    async fn attempts(&self, channel: &ChannelConfig, n: &Notification, attempts: &AtomicU32) {
         let kind = kind_label(channel.kind);
         let mut error = String::new();
         for attempt in 1..=self.max_attempts {
+            attempts.store(attempt, Ordering::Relaxed);
             let Some(request) = request(&self.client, channel, n) else {
                 return;
             };
@@ -444,7 +469,7 @@ impl Notifier {
             error: error.to_string(),
             collector_id: self.collector_id.clone(),
         };
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             if let Err(e) = store.insert_history(&[row]).await {
                 warn!(error = %anyhow::Error::from(e), "cannot record a notification in alert_history");
             }

@@ -56,7 +56,9 @@ pub struct HistoryEvent {
     pub rule: String,
     pub group: String,
     /// `pending`, `firing`, `repeat`, `resolved`, `inactive`, `deleted`
-    /// (alert states); `sent`, `failed`, `silenced` (notifications).
+    /// (alert states); `sent`, `failed`, `silenced`, `abandoned` (a
+    /// delivery still retrying when its collector shut down)
+    /// (notifications).
     pub event: String,
     pub severity: String,
     pub value: f64,

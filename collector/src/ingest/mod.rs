@@ -45,6 +45,7 @@ use crate::analyze::{self, PatternRow, Registry};
 use crate::api::ApiError;
 use crate::auth::agents::AgentIds;
 use crate::auth::Auth;
+use crate::background::Background;
 use crate::config::IngestConfig;
 use crate::decode::{decode_batch, DecodeError};
 use crate::metrics::Metrics;
@@ -76,6 +77,8 @@ pub struct Ingest {
     /// Per agent: when its loss report was last written, and its loss
     /// counters then.
     reports: Mutex<HashMap<String, (Instant, [u64; 5])>>,
+    /// Where the reports are written from.
+    background: Background,
     /// When a refusal was last logged as a warning (ms since the epoch):
     /// during an outage every batch is refused, the log says so every 10 s.
     last_warning_ms: AtomicU64,
@@ -138,6 +141,7 @@ impl Ingest {
         collector_id: String,
         config: &IngestConfig,
         metrics: Arc<Metrics>,
+        background: Background,
     ) -> Arc<Ingest> {
         Arc::new(Ingest {
             store,
@@ -155,6 +159,7 @@ impl Ingest {
                 Arc::clone(&metrics),
             ),
             reports: Mutex::default(),
+            background,
             last_warning_ms: AtomicU64::new(0),
             batches: Semaphore::new(config.max_concurrent_batches),
             kib: Semaphore::new((config.max_in_flight_bytes >> 10) as usize),
@@ -446,7 +451,7 @@ impl Ingest {
             unread_age_s: report.unread_age_s,
         };
         let store = store.clone();
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             if let Err(e) = store.insert_agent_report(&row).await {
                 debug!(error = %e, "cannot record an agent's report");
             }

@@ -59,7 +59,7 @@ pub struct HistoryRow {
     pub rule: String,
     pub group_key: String,
     /// `pending`, `firing`, `repeat`, `resolved` (transitions), `sent`,
-    /// `failed`, `silenced` (notifications).
+    /// `failed`, `silenced`, `abandoned` (notifications).
     pub event: String,
     pub severity: String,
     pub value: f64,
