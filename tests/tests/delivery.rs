@@ -727,3 +727,147 @@ async fn a_full_disk_pauses_the_queue_and_shipping_resumes_by_itself() {
         "RocksDB never ran out: {log}"
     );
 }
+
+/// The query id prefix of an INSERT that writes the batch (tenant, agent
+/// id, first seq), as every collector names it: `lf-`, a 16-digit xxh3 of
+/// the three, `-` (ARCHITECTURE, "Exactly once").
+fn insert_query_prefix(tenant: &str, agent_id: &str, first_seq: u64) -> String {
+    let key = format!("{tenant}\0{agent_id}\0{first_seq}");
+    format!("lf-{:016x}-", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+}
+
+/// A statement that runs until killed, under `query_id`, standing in for an
+/// INSERT that its collector gave up on while the server still writes it.
+fn hold_query(ch: &ClickHouse, query_id: &str) -> std::process::Child {
+    let child = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            &format!("{}/?query_id={query_id}", ch.url()),
+            "--data-binary",
+            "SELECT count() FROM numbers(1000000000000)",
+        ])
+        .spawn()
+        .expect("run curl");
+    let running = wait_until(Duration::from_secs(10), || {
+        ch.count(&format!(
+            "SELECT count() FROM system.processes WHERE query_id = '{query_id}'"
+        )) == 1
+    });
+    assert!(
+        running,
+        "the stand-in statement never showed in system.processes"
+    );
+    child
+}
+
+fn kill_query(ch: &ClickHouse, mut held: std::process::Child, query_id: &str) {
+    ch.query(&format!("KILL QUERY WHERE query_id = '{query_id}' SYNC"));
+    let _ = held.wait();
+}
+
+/// Recovery of a batch whose earlier attempt expired first asks the server
+/// whether an INSERT of it still runs (`Store::inserts_running`): while one
+/// does, the retry is answered UNAVAILABLE and writes nothing (rows it
+/// wrote then would be stored twice); one of another batch does not hold
+/// it up; once the statement is over, the retry stores the batch, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_waits_while_an_insert_of_its_batch_still_runs_on_the_server() {
+    use logferry_e2e::api::{export_batch, ship};
+    let dir = TempDir::new().expect("tempdir");
+    let ch = ClickHouse::start();
+    let collector = Collector::new(dir.path(), "collector", &ch, "running", "");
+    collector.wait_connected();
+    let lines = |first: u64| -> Vec<String> {
+        (first..first + 100)
+            .map(|n| format!("running line {n}"))
+            .collect()
+    };
+    // Two batches whose earlier attempts, on a collector since gone, ran
+    // out of time: their pending entries expired a minute ago.
+    let expired = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        - 60_000;
+    for first in [1, 101] {
+        ch.query(&format!(
+            "INSERT INTO running.ingest_batches (tenant, agent_id, first_seq, last_seq, state, collector_id, deadline_ms, records) \
+             VALUES ('default', 'agent-r', {first}, {}, 1, 'gone', {expired}, 100)",
+            first + 99
+        ));
+    }
+    let stored = || ch.count("SELECT count() FROM running.logs");
+
+    // An INSERT of batch 1 still runs: batch 1 waits, batch 101 does not.
+    let id = format!(
+        "{}0123456789abcdef",
+        insert_query_prefix("default", "agent-r", 1)
+    );
+    let held = hold_query(&ch, &id);
+    let busy = ship(
+        &collector.endpoint(),
+        "",
+        export_batch("agent-r", 1, &lines(1)),
+    )
+    .await;
+    let other = ship(
+        &collector.endpoint(),
+        "",
+        export_batch("agent-r", 101, &lines(101)),
+    )
+    .await;
+    kill_query(&ch, held, &id);
+    let busy = busy.expect_err("batch 1 must wait for its running insert");
+    assert_eq!(busy.code(), tonic::Code::Unavailable, "{busy:?}");
+    assert!(
+        busy.message()
+            .contains("still being stored by the clickhouse server"),
+        "{busy:?}"
+    );
+    assert_eq!(other.expect("batch 101 is not held up").stored, 100);
+    assert_eq!(stored(), 100, "batch 1 wrote nothing while its insert ran");
+
+    // The same when the running statement names batch 1 second among the
+    // members of a group INSERT.
+    let id = format!(
+        "{}{}0123456789abcdef",
+        insert_query_prefix("default", "agent-r", 101),
+        &insert_query_prefix("default", "agent-r", 1)[3..]
+    );
+    let held = hold_query(&ch, &id);
+    let busy = ship(
+        &collector.endpoint(),
+        "",
+        export_batch("agent-r", 1, &lines(1)),
+    )
+    .await;
+    kill_query(&ch, held, &id);
+    assert_eq!(
+        busy.expect_err("batch 1 must wait").code(),
+        tonic::Code::Unavailable
+    );
+
+    // Once it is over, the retry stores the batch, and only once.
+    let done = ship(
+        &collector.endpoint(),
+        "",
+        export_batch("agent-r", 1, &lines(1)),
+    )
+    .await
+    .expect("stored once nothing runs");
+    assert_eq!((done.stored, done.duplicate), (100, false));
+    let again = ship(
+        &collector.endpoint(),
+        "",
+        export_batch("agent-r", 1, &lines(1)),
+    )
+    .await
+    .expect("a resend is answered");
+    assert!(again.duplicate);
+    assert_eq!(
+        ch.query("SELECT count(), uniqExact(body) FROM running.logs"),
+        "200\t200\n"
+    );
+}
