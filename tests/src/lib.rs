@@ -165,16 +165,13 @@ impl Proc {
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         let ticks: f64 =
             fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let hwm_kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
+        let hwm_kib = status_kib(pid, "VmHWM:")?;
         Some((ticks / clock_ticks_per_second(), hwm_kib / 1024.0))
+    }
+
+    /// Resident memory now, in MiB, while the process runs.
+    pub fn rss_mib(&self) -> Option<f64> {
+        Some(status_kib(self.pid()?, "VmRSS:")? / 1024.0)
     }
 
     pub fn log_text(&self) -> String {
@@ -348,6 +345,11 @@ impl ClickHouse {
         self.proc.usage()
     }
 
+    /// The server's resident memory now, in MiB.
+    pub fn rss_mib(&self) -> Option<f64> {
+        self.proc.rss_mib()
+    }
+
     /// Runs one statement over the HTTP interface, which both generations
     /// serve alike (Debian's 18.16 `clickhouse-client` cannot parse the
     /// DDL of a 26.9 table to send an INSERT to it). HTTP/1.0, so that the
@@ -414,6 +416,19 @@ impl ClickHouse {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// A `kB` figure of `/proc/PID/status`, by its key.
+fn status_kib(pid: u32, key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -936,4 +951,104 @@ impl AckDropProxy {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+}
+
+/// A TCP proxy that a test can cut off, as a network partition does:
+/// while `partition`ed it forwards nothing either way, holding what it
+/// reads (the connections stall, as when packets are dropped, instead of
+/// closing) and leaving new connections unanswered. `heal` either lets the
+/// stalled connections go on, delivering what they held late, or resets
+/// them.
+pub struct PartitionProxy {
+    pub port: u16,
+    state: std::sync::Arc<PartitionState>,
+}
+
+#[derive(Default)]
+struct PartitionState {
+    cut: std::sync::atomic::AtomicBool,
+    /// Bumped by a heal that resets: connections opened before it close.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl PartitionProxy {
+    pub fn start(target: u16) -> PartitionProxy {
+        let listener = TcpListener::bind(("127.0.0.1", free_port())).expect("proxy listener");
+        let port = listener.local_addr().expect("addr").port();
+        let state = std::sync::Arc::new(PartitionState::default());
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || {
+                    let generation = state.wait_connected();
+                    let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                        return;
+                    };
+                    let (c2, s2) = (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    );
+                    let up = state.clone();
+                    std::thread::spawn(move || pump(client, server, &up, generation));
+                    pump(s2, c2, &state, generation);
+                });
+            }
+        });
+        PartitionProxy { port, state }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn partition(&self) {
+        self.state
+            .cut
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Ends the partition; with `reset`, the connections it stalled close.
+    pub fn heal(&self, reset: bool) {
+        if reset {
+            self.state
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.state
+            .cut
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl PartitionState {
+    /// Waits out a partition; the generation the connection belongs to.
+    fn wait_connected(&self) -> u64 {
+        while self.cut.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to` until either end closes, holding each read while
+/// the proxy is partitioned, and closing both when a reset outdates them.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    state: &PartitionState,
+    generation: u64,
+) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match std::io::Read::read(&mut from, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if state.wait_connected() != generation || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }

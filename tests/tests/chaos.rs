@@ -1,17 +1,51 @@
-//! The exactly-once promise under fire: a writer appends 200,000 lines to two
-//! files while they are rotated three times by rename and once by
-//! copytruncate; the agent is SIGKILLed three times at random moments, the
-//! collector once, and ClickHouse is stopped for 10 seconds. ClickHouse must
-//! end up with every line exactly once.
+//! The exactly-once promise under fire. A writer appends
+//! `LOGFERRY_CHAOS_LINES` lines (200,000 by default; the full run takes
+//! 1,000,000) to four files over a minute at least (at most 10,000 lines a
+//! second), rotating them by rename and by copytruncate, both while the
+//! agent runs and while it is down. Meanwhile, in a random order and at random moments: the agent is
+//! SIGKILLed ten times, each of the two collectors is SIGKILLed and
+//! restarted, ClickHouse is stopped for 10 s and started again, and the
+//! network between the agent and both collectors is partitioned twice for
+//! 5 s (one partition ends by letting the stalled connections go on, the
+//! other by resetting them). The agent's queue (8 MiB) fills while
+//! ClickHouse is stopped. Every file must end up in ClickHouse exactly
+//! once: its count, its distinct lines and a checksum.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use logferry_e2e::{seed_line, wait_until, Agent, ClickHouse, Collector, TempDir};
+use logferry_e2e::{seed_line, wait_until, Agent, ClickHouse, Collector, PartitionProxy, TempDir};
+use rand::seq::SliceRandom;
 use rand::Rng;
 
-const PER_FILE: u64 = 100_000;
+const FILES: [&str; 4] = ["a", "b", "c", "d"];
+/// Most lines a second, all files together.
+const MAX_RATE: u64 = 10_000;
+/// The least time the lines are written over, so that the faults meet them.
+const MIN_SPAN: Duration = Duration::from_secs(60);
+/// What the faults themselves take, about: the ClickHouse outage (10 s,
+/// and up to 20 s for 18.16 to stop), two partitions, the time processes
+/// are down.
+const FAULT_TIME: Duration = Duration::from_secs(50);
+/// Writes happen in bursts this far apart.
+const TICK: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone, Copy)]
+enum Rotation {
+    Rename,
+    CopyTruncate,
+}
+
+/// A file being written: its path, the open handle, lines written so far
+/// and rotations done.
+struct Written {
+    path: PathBuf,
+    file: std::fs::File,
+    next: u64,
+    rotations: u32,
+}
 
 fn open_append(path: &Path) -> std::fs::File {
     std::fs::OpenOptions::new()
@@ -21,144 +55,247 @@ fn open_append(path: &Path) -> std::fs::File {
         .expect("open log file")
 }
 
-/// Writes both files in bursts over about 20 seconds, rotating `a` by
-/// rename at 25%, 50% and 75% and `b` by copytruncate at 50%.
-fn write_with_rotations(dir: PathBuf) {
-    let (pa, pb) = (dir.join("a.log"), dir.join("b.log"));
-    let (mut a, mut b) = (open_append(&pa), open_append(&pb));
-    let burst = 250;
-    let mut n = 0;
-    while n < PER_FILE {
-        let (mut ba, mut bb) = (String::new(), String::new());
-        for i in n..(n + burst).min(PER_FILE) {
-            ba.push_str(&seed_line("a", i));
-            ba.push('\n');
-            bb.push_str(&seed_line("b", i));
-            bb.push('\n');
+impl Written {
+    fn rotate(&mut self, how: Rotation) {
+        self.rotations += 1;
+        let old = self.path.with_extension(format!("log.{}", self.rotations));
+        match how {
+            Rotation::Rename => {
+                std::fs::rename(&self.path, old).expect("rotate by rename");
+                self.file = open_append(&self.path);
+            }
+            Rotation::CopyTruncate => {
+                std::fs::copy(&self.path, old).expect("copy");
+                self.file.set_len(0).expect("truncate");
+            }
         }
-        a.write_all(ba.as_bytes()).expect("write a");
-        b.write_all(bb.as_bytes()).expect("write b");
-        n += burst;
-        if n % (PER_FILE / 4) == 0 && n < PER_FILE {
-            std::fs::rename(&pa, dir.join(format!("a.log.{}", n / (PER_FILE / 4))))
-                .expect("rotate a");
-            a = open_append(&pa);
-        }
-        if n == PER_FILE / 2 {
-            std::fs::copy(&pb, dir.join("b.log.1")).expect("copy b");
-            b.set_len(0).expect("truncate b");
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-fn sleep_ms(rng: &mut impl Rng, lo: u64, hi: u64) {
-    std::thread::sleep(Duration::from_millis(rng.random_range(lo..hi)));
+/// Writes `per_file` lines to each file, evenly over `span`. File `a` is
+/// renamed at a quarter, half and three quarters, `b` copytruncated at
+/// half; other rotations come from `orders` (file index, how, and whom to
+/// tell when done), so that the driver can rotate while the agent is down,
+/// until the driver lets go of them.
+fn write(
+    dir: PathBuf,
+    per_file: u64,
+    span: Duration,
+    orders: mpsc::Receiver<(usize, Rotation, mpsc::Sender<()>)>,
+) {
+    let mut files: Vec<Written> = FILES
+        .iter()
+        .map(|name| {
+            let path = dir.join(format!("{name}.log"));
+            Written {
+                file: open_append(&path),
+                path,
+                next: 0,
+                rotations: 0,
+            }
+        })
+        .collect();
+    let ticks_in_span = (span.as_millis() / TICK.as_millis()) as u64;
+    let burst = per_file.div_ceil(ticks_in_span).max(1);
+    let start = Instant::now();
+    let mut ticks = 0u32;
+    while files.iter().any(|f| f.next < per_file) {
+        while let Ok((i, how, done)) = orders.try_recv() {
+            files[i].rotate(how);
+            let _ = done.send(());
+        }
+        for (i, f) in files.iter_mut().enumerate() {
+            let end = (f.next + burst).min(per_file);
+            let mut text = String::new();
+            for n in f.next..end {
+                text.push_str(&seed_line(FILES[i], n));
+                text.push('\n');
+            }
+            f.file.write_all(text.as_bytes()).expect("write");
+            let before = f.next;
+            f.next = end;
+            let crossed = |share: u64| before < per_file * share / 4 && end >= per_file * share / 4;
+            if i == 0 && (crossed(1) || crossed(2) || crossed(3)) && end < per_file {
+                f.rotate(Rotation::Rename);
+            }
+            if i == 1 && crossed(2) && end < per_file {
+                f.rotate(Rotation::CopyTruncate);
+            }
+        }
+        ticks += 1;
+        if let Some(wait) = (TICK * ticks).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    for (i, how, done) in orders {
+        files[i].rotate(how);
+        let _ = done.send(());
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL the agent; while it is down, rotate a file if asked.
+    KillAgent(Option<(usize, Rotation)>),
+    RestartCollector(usize),
+    StopClickHouse,
+    Partition {
+        reset: bool,
+    },
 }
 
 #[test]
-fn every_line_arrives_exactly_once_through_rotations_crashes_and_outages() {
+fn every_line_arrives_exactly_once_through_rotations_crashes_partitions_and_outages() {
+    let lines: u64 = std::env::var("LOGFERRY_CHAOS_LINES")
+        .ok()
+        .map_or(200_000, |v| {
+            v.parse().expect("LOGFERRY_CHAOS_LINES is a number")
+        });
+    let per_file = lines / FILES.len() as u64;
+    let total = per_file * FILES.len() as u64;
     let dir = TempDir::new().expect("tempdir");
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let mut ch = ClickHouse::start();
-    let mut collector = Collector::new(dir.path(), "collector", &ch, "chaos", "");
+    let mut collectors: Vec<Collector> = (0..2)
+        .map(|i| {
+            let c = Collector::new(dir.path(), &format!("collector{i}"), &ch, "chaos", "");
+            c.wait_connected();
+            c
+        })
+        .collect();
+    let proxies: Vec<PartitionProxy> = collectors
+        .iter()
+        .map(|c| PartitionProxy::start(c.port))
+        .collect();
     let sources = format!(
         "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\nservice = \"chaos\"\n",
         logs.display()
     );
-    let mut agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+    let endpoints: Vec<String> = proxies.iter().map(PartitionProxy::endpoint).collect();
+    let mut agent = Agent::new(
+        dir.path(),
+        &endpoints,
+        &sources,
+        "[queue]\nmax_bytes = 8388608\n",
+    );
+    let span = Duration::from_millis(total * 1000 / MAX_RATE).max(MIN_SPAN);
     let started = Instant::now();
-    let writer = std::thread::spawn(move || write_with_rotations(logs));
+    let (orders, orders_rx) = mpsc::channel();
+    let writer = {
+        let logs = logs.clone();
+        std::thread::spawn(move || write(logs, per_file, span, orders_rx))
+    };
 
+    let mut faults = vec![
+        Fault::KillAgent(Some((2, Rotation::Rename))),
+        Fault::KillAgent(Some((3, Rotation::CopyTruncate))),
+        Fault::RestartCollector(0),
+        Fault::RestartCollector(1),
+        Fault::StopClickHouse,
+        Fault::Partition { reset: false },
+        Fault::Partition { reset: true },
+    ];
+    faults.extend(std::iter::repeat_n(Fault::KillAgent(None), 8));
     let mut rng = rand::rng();
-    let mut events = Vec::new();
-    let crash_agent =
-        |agent: &mut Agent, events: &mut Vec<String>, rng: &mut rand::rngs::ThreadRng| {
-            agent.proc.kill9();
-            events.push(format!(
-                "{:>5.1}s agent SIGKILL",
-                started.elapsed().as_secs_f64()
-            ));
-            sleep_ms(rng, 100, 1500);
-            agent.proc.start();
-        };
-    sleep_ms(&mut rng, 1000, 4000);
-    crash_agent(&mut agent, &mut events, &mut rng);
-    sleep_ms(&mut rng, 500, 2500);
-    collector.proc.kill9();
-    events.push(format!(
-        "{:>5.1}s collector SIGKILL",
-        started.elapsed().as_secs_f64()
-    ));
-    sleep_ms(&mut rng, 200, 1500);
-    collector.proc.start();
-    sleep_ms(&mut rng, 500, 2500);
-    crash_agent(&mut agent, &mut events, &mut rng);
-    sleep_ms(&mut rng, 500, 2000);
-    ch.stop();
-    events.push(format!(
-        "{:>5.1}s clickhouse stopped for 10 s",
-        started.elapsed().as_secs_f64()
-    ));
-    std::thread::sleep(Duration::from_secs(10));
-    ch.resume();
-    sleep_ms(&mut rng, 200, 2000);
-    crash_agent(&mut agent, &mut events, &mut rng);
+    faults.shuffle(&mut rng);
+    // The queue must fill while ClickHouse is away: lines are still
+    // being written then.
+    let stop = faults
+        .iter()
+        .position(|f| matches!(f, Fault::StopClickHouse))
+        .expect("in the list");
+    let early = rng.random_range(0..faults.len() / 2);
+    faults.swap(stop, early);
+    // Spread over the writing time, so most faults meet lines in flight.
+    let gap_ms =
+        (2 * span.saturating_sub(FAULT_TIME).as_millis() as u64 / faults.len() as u64).max(200);
+    let note = |what: String| eprintln!("{:>6.1}s {what}", started.elapsed().as_secs_f64());
+    for fault in faults {
+        std::thread::sleep(Duration::from_millis(rng.random_range(100..gap_ms)));
+        match fault {
+            Fault::KillAgent(rotation) => {
+                agent.proc.kill9();
+                let down = Duration::from_millis(rng.random_range(100..1500));
+                let mut what = format!("agent SIGKILL, down {} ms", down.as_millis());
+                if let Some((file, how)) = rotation {
+                    let (done, rotated) = mpsc::channel();
+                    orders.send((file, how, done)).expect("writer takes orders");
+                    rotated
+                        .recv_timeout(Duration::from_secs(5))
+                        .expect("writer rotated");
+                    what += &format!(", {} rotated by {how:?} meanwhile", FILES[file]);
+                }
+                std::thread::sleep(down);
+                agent.proc.start();
+                note(what);
+            }
+            Fault::RestartCollector(i) => {
+                collectors[i].proc.kill9();
+                std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
+                collectors[i].proc.start();
+                note(format!("collector{i} SIGKILL and restart"));
+            }
+            Fault::StopClickHouse => {
+                ch.stop();
+                std::thread::sleep(Duration::from_secs(10));
+                ch.resume();
+                note("clickhouse stopped for 10 s and started again".into());
+            }
+            Fault::Partition { reset } => {
+                for p in &proxies {
+                    p.partition();
+                }
+                std::thread::sleep(Duration::from_secs(5));
+                for p in &proxies {
+                    p.heal(reset);
+                }
+                note(format!(
+                    "agent cut off from both collectors for 5 s, then {}",
+                    if reset {
+                        "connections reset"
+                    } else {
+                        "stalled connections went on"
+                    }
+                ));
+            }
+        }
+    }
+    drop(orders);
     writer.join().expect("writer");
-    events.push(format!(
-        "{:>5.1}s writer done",
-        started.elapsed().as_secs_f64()
-    ));
+    note("writer done".into());
 
-    let total = 2 * PER_FILE;
-    let arrived = wait_until(Duration::from_secs(240), || {
-        ch.count("SELECT count() FROM chaos.logs") >= total
-    });
-    events.push(format!(
-        "{:>5.1}s all lines in clickhouse",
-        started.elapsed().as_secs_f64()
-    ));
+    let count = || ch.count("SELECT count() FROM chaos.logs");
+    let arrived = wait_until(Duration::from_secs(240 + total / 2000), || count() >= total);
+    note(format!("{} lines in clickhouse", count()));
     // Late duplicates would show up now.
     std::thread::sleep(Duration::from_secs(3));
-    eprintln!("{}", events.join("\n"));
     let log = agent.proc.log_text();
-    let notable = [
-        "truncated",
-        "copy",
-        "rotated while",
-        "batch not delivered",
-        "completing a batch",
-    ];
-    for line in log
-        .lines()
-        .filter(|l| notable.iter().any(|n| l.contains(n)))
-        .take(20)
-    {
-        eprintln!("agent: {line}");
-    }
-    assert!(
-        arrived,
-        "only {} of {total} lines arrived\n{}",
-        ch.count("SELECT count() FROM chaos.logs"),
-        agent.proc.log_text()
-    );
-    for file in ["a", "b"] {
+    assert!(arrived, "only {} of {total} lines arrived\n{log}", count());
+    for (i, file) in FILES.iter().enumerate() {
         let got = ch.query(&format!(
             "SELECT count(), uniqExact(body), sum(cityHash64(body)), countIf(http_status = 500) FROM chaos.logs WHERE body LIKE '{file} line %'"
         ));
         let want = ch.query(&format!(
-            "SELECT {PER_FILE}, {PER_FILE}, sum(cityHash64(concat('{file} line ', toString(number)))), {} FROM numbers({PER_FILE})",
-            PER_FILE / 10
+            "SELECT {per_file}, {per_file}, sum(cityHash64(concat('{file} line ', toString(number)))), {} FROM numbers({per_file})",
+            per_file.div_ceil(10)
         ));
-        assert_eq!(got, want, "file {file}: count, distinct, checksum, errors");
+        assert_eq!(
+            got, want,
+            "file {file} (#{i}): count, distinct, checksum, errors"
+        );
     }
-    assert_eq!(
-        ch.count("SELECT count() FROM chaos.logs"),
-        total,
-        "no duplicates, nothing else"
+    assert_eq!(count(), total, "no duplicates, nothing else");
+    eprintln!(
+        "ledger: {} (committed batches, their records)",
+        ch.query("SELECT count(), sum(records) FROM chaos.ingest_batches WHERE state = 2")
+            .trim()
     );
-    assert!(!agent.proc.log_text().contains("panicked"));
+    assert!(
+        log.contains("tailing paused: queue is full"),
+        "the queue never filled: the test did not test that"
+    );
+    assert!(!log.contains("panicked"), "{log}");
     let took = agent.proc.terminate();
     assert!(
         took < Duration::from_secs(6),
