@@ -44,6 +44,19 @@ fi
 # (RocksDB's C++ alone takes minutes); override to build elsewhere.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/logferry-target}"
 
+# A new Python virtual environment in $1 (Debian ships venv's pip
+# bootstrap separately, as python3-venv).
+make_venv() {
+  if ! python3 -c "import ensurepip" 2>/dev/null; then
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+  fi
+  rm -rf "$1"
+  python3 -m venv "$1"
+}
+
 # ClickHouse 26.9 beside Debian's 18.16: PyPI's chdb-core (the engine as
 # clickhouse-local, which serves real HTTP and native listeners, see
 # tests/clickhouse/serve26.py) in a virtual environment outside the clone,
@@ -53,14 +66,7 @@ setup_chdb() {
   local chdb_version=26.9.0
   if ! "$chdb_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('chdb-core') != '$chdb_version')" 2>/dev/null; then
     echo "== installing chdb-core $chdb_version (ClickHouse 26.9) into $chdb_venv"
-    if ! python3 -c "import ensurepip" 2>/dev/null; then
-      local sudo=""
-      [ "$(id -u)" = 0 ] || sudo="sudo"
-      $sudo apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
-    fi
-    rm -rf "$chdb_venv"
-    python3 -m venv "$chdb_venv"
+    make_venv "$chdb_venv"
     "$chdb_venv/bin/pip" install -q --no-deps "chdb-core==$chdb_version"
   fi
   export LOGFERRY_CHDB_PYTHON="$chdb_venv/bin/python"
