@@ -29,9 +29,8 @@ use std::time::{Duration, Instant};
 
 use logferry_daemon::error_chain;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
-use tonic::Status;
 
-use super::{overloaded, too_many_parts, unavailable, RETRY_AFTER_PARTS};
+use super::{too_many_parts, Refusal, RETRY_AFTER_PARTS};
 use crate::metrics::Metrics;
 use crate::record::LogRow;
 use crate::store::{LedgerEntry, Store, COMMITTED};
@@ -78,7 +77,7 @@ pub struct Job {
     pub _in_progress: InProgress,
 }
 
-type Reply = oneshot::Sender<Result<(), Status>>;
+type Reply = oneshot::Sender<Result<(), Refusal>>;
 
 #[derive(Debug)]
 pub struct Coalescer {
@@ -101,13 +100,13 @@ impl Coalescer {
 
     /// Writes a batch's pending entry, rows and committed entry, with
     /// whichever batches wait at the same moment.
-    pub async fn write(&self, job: Job) -> Result<(), Status> {
+    pub async fn write(&self, job: Job) -> Result<(), Refusal> {
         let (reply, done) = oneshot::channel();
         self.jobs
             .send((job, reply))
-            .map_err(|_| Status::unavailable("the collector is shutting down"))?;
+            .map_err(|_| Refusal::Unavailable("the collector is shutting down".into()))?;
         done.await
-            .map_err(|_| Status::unavailable("the collector is shutting down"))?
+            .map_err(|_| Refusal::Unavailable("the collector is shutting down".into()))?
     }
 }
 
@@ -143,9 +142,7 @@ async fn write_group(group: Vec<(Job, Reply)>, _slot: OwnedSemaphorePermit, metr
             continue;
         }
         if job.deadline.saturating_duration_since(now) < MIN_REMAINING {
-            let _ = reply.send(Err(Status::deadline_exceeded(
-                "batch deadline passed while it waited for an insert slot; retry",
-            )));
+            let _ = reply.send(Err(Refusal::Deadline));
             continue;
         }
         members.push((job, reply));
@@ -160,10 +157,13 @@ async fn write_group(group: Vec<(Job, Reply)>, _slot: OwnedSemaphorePermit, metr
     }
 }
 
-async fn write_members(jobs: &mut [Job], metrics: &Metrics) -> Result<(), Status> {
+async fn write_members(jobs: &mut [Job], metrics: &Metrics) -> Result<(), Refusal> {
     let store = jobs[0].store.clone();
     let pending: Vec<&LedgerEntry> = jobs.iter().map(|j| &j.entry).collect();
-    store.record_batches(&pending).await.map_err(unavailable)?;
+    store
+        .record_batches(&pending)
+        .await
+        .map_err(Refusal::store)?;
     let deadline = jobs
         .iter()
         .map(|j| j.deadline)
@@ -171,9 +171,7 @@ async fn write_members(jobs: &mut [Job], metrics: &Metrics) -> Result<(), Status
         .unwrap_or_else(Instant::now);
     let remaining = deadline.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
-        return Err(Status::deadline_exceeded(
-            "batch deadline passed before insert; retry",
-        ));
+        return Err(Refusal::Deadline);
     }
     // Moved, not copied: a lone batch's rows are handed over as they are,
     // and each further member's buffer is freed once appended.
@@ -197,16 +195,16 @@ async fn write_members(jobs: &mut [Job], metrics: &Metrics) -> Result<(), Status
         if let Err(e) = inserted {
             metrics.clickhouse_insert_failures.inc();
             return Err(if too_many_parts(&e) {
-                overloaded(
-                    RETRY_AFTER_PARTS,
-                    format!(
+                Refusal::Overloaded {
+                    after: RETRY_AFTER_PARTS,
+                    message: format!(
                         "clickhouse has too many parts, merges lag behind inserts; retry in {} ms: {}",
                         RETRY_AFTER_PARTS.as_millis(),
                         error_chain(&e)
                     ),
-                )
+                }
             } else {
-                unavailable(e)
+                Refusal::store(e)
             });
         }
         metrics.clickhouse_insert_batches.observe(jobs.len() as f64);
@@ -217,5 +215,8 @@ async fn write_members(jobs: &mut [Job], metrics: &Metrics) -> Result<(), Status
         job.entry.recorded_at = recorded_at;
     }
     let committed: Vec<&LedgerEntry> = jobs.iter().map(|j| &j.entry).collect();
-    store.record_batches(&committed).await.map_err(unavailable)
+    store
+        .record_batches(&committed)
+        .await
+        .map_err(Refusal::store)
 }

@@ -22,7 +22,8 @@
 //!
 //! An acknowledgement is sent only after ClickHouse accepted the rows and the
 //! commit entry; while ClickHouse is unreachable every batch is answered
-//! UNAVAILABLE and the agents keep their queues.
+//! UNAVAILABLE and the agents keep their queues. Every refusal is a
+//! `Refusal` (`refusal.rs`), which gives its answer and its metric label.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,15 +32,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use logferry_daemon::error_chain;
 use logferry_proto::ingest_service_server::IngestService;
-use logferry_proto::{
-    ExportRequest, ExportResponse, REFUSAL_KEY, REFUSAL_MALFORMED, REFUSAL_TOO_LARGE,
-    RETRY_AFTER_MS_KEY,
-};
+use logferry_proto::{ExportRequest, ExportResponse};
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
 mod coalesce;
+mod refusal;
 
 use crate::analyze::{self, PatternRow, Registry};
 use crate::api::ApiError;
@@ -53,6 +52,7 @@ use crate::record::LogRow;
 use crate::store::alerts::AgentReportRow;
 use crate::store::{LedgerEntry, Store, StoreError, COMMITTED, PENDING};
 use coalesce::{Coalescer, InProgress, Job};
+pub use refusal::Refusal;
 
 /// The tenant of every record when agents ship without credentials
 /// (`ingest.require_credentials = false`).
@@ -94,16 +94,6 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The same after ClickHouse answered "too many parts": merges need time.
 const RETRY_AFTER_PARTS: Duration = Duration::from_secs(5);
 
-/// RESOURCE_EXHAUSTED with a retry-after hint: back-pressure, not a failure
-/// of the batch.
-fn overloaded(after: Duration, message: String) -> Status {
-    let mut status = Status::resource_exhausted(message);
-    if let Ok(v) = after.as_millis().to_string().parse() {
-        status.metadata_mut().insert(RETRY_AFTER_MS_KEY, v);
-    }
-    status
-}
-
 /// ClickHouse refusing an insert because merges lag behind inserts
 /// (TOO_MANY_PARTS, code 252, worded alike by 18.16 and 26.x).
 fn too_many_parts(e: &StoreError) -> bool {
@@ -114,24 +104,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A permanent refusal of a batch: no resend of it can succeed, so the
-/// agent sets it aside (its dead-letter area) instead of retrying.
-fn refused(reason: &'static str, message: String) -> Status {
-    let mut status = Status::invalid_argument(message);
-    status.metadata_mut().insert(
-        REFUSAL_KEY,
-        tonic::metadata::MetadataValue::from_static(reason),
-    );
-    status
-}
-
-fn unavailable(e: StoreError) -> Status {
-    Status::unavailable(format!(
-        "clickhouse unavailable, retry later: {}",
-        error_chain(&e)
-    ))
 }
 
 impl Ingest {
@@ -176,25 +148,25 @@ impl Ingest {
         store: &Store,
         authorization: Option<&str>,
         agent_id: &str,
-    ) -> Result<String, Status> {
+    ) -> Result<String, Refusal> {
         let Some(auth) = &self.auth else {
             return Ok(DEFAULT_TENANT.to_string());
         };
         let token = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                Status::unauthenticated(
+                Refusal::Auth(Status::unauthenticated(
                     "this collector needs an agent credential: set forward.token_file in the agent",
-                )
+                ))
             })?;
         let shipper = auth
             .authenticate_agent(store, token.trim())
             .await
-            .map_err(|e| Status::from(ApiError::from(e)))?;
+            .map_err(|e| Refusal::Auth(Status::from(ApiError::from(e))))?;
         self.agent_ids
             .bind(store, &shipper, agent_id, &self.collector_id)
             .await
-            .map_err(|e| Status::from(ApiError::from(e)))?;
+            .map_err(|e| Refusal::Auth(Status::from(ApiError::from(e))))?;
         Ok(shipper.tenant)
     }
 
@@ -202,15 +174,13 @@ impl Ingest {
         &self,
         req: ExportRequest,
         authorization: Option<&str>,
-    ) -> Result<ExportResponse, Status> {
+    ) -> Result<ExportResponse, Refusal> {
         let started = Instant::now();
-        let store =
-            self.store.borrow().clone().ok_or_else(|| {
-                Status::unavailable("collector is still connecting to clickhouse")
-            })?;
+        let store = self.store.borrow().clone().ok_or_else(|| {
+            Refusal::Unavailable("collector is still connecting to clickhouse".into())
+        })?;
         if req.agent_id.is_empty() || req.first_seq > req.last_seq {
-            return Err(refused(
-                REFUSAL_MALFORMED,
+            return Err(Refusal::Malformed(
                 "a batch needs an agent id and first_seq <= last_seq".into(),
             ));
         }
@@ -223,8 +193,8 @@ impl Ingest {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.clone())
         {
-            return Err(Status::unavailable(
-                "this batch is already being stored by this collector",
+            return Err(Refusal::Busy(
+                "this batch is already being stored by this collector".into(),
             ));
         }
         let in_progress = InProgress {
@@ -245,8 +215,8 @@ impl Ingest {
         let budget = started + self.deadline.mul_f64(ANALYSIS_SHARE);
         let (decoded, stamped) = tokio::task::spawn_blocking(move || {
             let mut decoded = decode_batch(&req, &tenant, max_records).map_err(|e| match e {
-                DecodeError::TooManyRecords { .. } => refused(REFUSAL_TOO_LARGE, e.to_string()),
-                e => refused(REFUSAL_MALFORMED, error_chain(&e)),
+                DecodeError::TooManyRecords { .. } => Refusal::TooLarge(e.to_string()),
+                e => Refusal::Malformed(error_chain(&e)),
             })?;
             let stamped = if analyze {
                 let go_on = || !flag.load(Ordering::Relaxed) && Instant::now() < budget;
@@ -254,10 +224,10 @@ impl Ingest {
             } else {
                 None
             };
-            Ok::<_, Status>((decoded, stamped))
+            Ok::<_, Refusal>((decoded, stamped))
         })
         .await
-        .map_err(|_| Status::internal("batch decoder failed"))??;
+        .map_err(|_| Refusal::Internal("batch decoder failed"))??;
         drop(abandoned);
         let mut rows = decoded.rows;
         let templates = match stamped {
@@ -282,7 +252,7 @@ impl Ingest {
         let ledger = store
             .ledger(&tenant_label, &agent_id, first_seq)
             .await
-            .map_err(unavailable)?;
+            .map_err(Refusal::store)?;
         let pending = match decide(&ledger, now_ms()) {
             Decision::Duplicate => {
                 debug!(agent_id, first_seq, "batch already stored");
@@ -293,7 +263,7 @@ impl Ingest {
                 });
             }
             Decision::Busy { collector_id } => {
-                return Err(Status::unavailable(format!(
+                return Err(Refusal::Busy(format!(
                     "this batch is being stored by collector {collector_id} until its deadline; retry later"
                 )));
             }
@@ -307,16 +277,16 @@ impl Ingest {
                     query_member(&tenant_label, &agent_id, first_seq)
                 ))
                 .await
-                .map_err(unavailable)?
+                .map_err(Refusal::store)?
             {
-                return Err(Status::unavailable(
-                    "an earlier attempt's insert of this batch is still being stored by the clickhouse server; retry later",
+                return Err(Refusal::Busy(
+                    "an earlier attempt's insert of this batch is still being stored by the clickhouse server; retry later".into(),
                 ));
             }
             let stored = store
                 .stored_seqs(&tenant_label, pending)
                 .await
-                .map_err(unavailable)?;
+                .map_err(Refusal::store)?;
             if !stored.is_empty() {
                 warn!(
                     agent_id,
@@ -384,7 +354,7 @@ impl Ingest {
     async fn admit(
         &self,
         req: &ExportRequest,
-    ) -> Result<(SemaphorePermit<'_>, SemaphorePermit<'_>), Status> {
+    ) -> Result<(SemaphorePermit<'_>, SemaphorePermit<'_>), Refusal> {
         let bytes: usize = req.chunks.iter().map(|c| c.len()).sum();
         let kib = ((bytes >> 10) as u64 + 1).min(u64::from(self.max_kib)) as u32;
         let room = async {
@@ -394,14 +364,14 @@ impl Ingest {
         };
         match tokio::time::timeout(self.admission_wait, room).await {
             Ok((Ok(batch), Ok(bytes))) => Ok((batch, bytes)),
-            _ => Err(overloaded(
-                RETRY_AFTER,
-                format!(
+            _ => Err(Refusal::Overloaded {
+                after: RETRY_AFTER,
+                message: format!(
                     "this collector is storing as many batches as it takes at once \
                      (ingest.max_concurrent_batches, max_in_flight_bytes); retry in {} ms",
                     RETRY_AFTER.as_millis()
                 ),
-            )),
+            }),
         }
     }
 
@@ -478,36 +448,22 @@ impl IngestService for Ingest {
             .await
         {
             Ok(resp) => Ok(Response::new(resp)),
-            Err(status) => {
-                let refusal = status.metadata().get(REFUSAL_KEY).map(|v| v.as_bytes());
-                let reason = match status.code() {
-                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-                        "unauthenticated"
-                    }
-                    _ if refusal == Some(REFUSAL_TOO_LARGE.as_bytes()) => "too_large",
-                    tonic::Code::InvalidArgument => "invalid",
-                    tonic::Code::ResourceExhausted => "overloaded",
-                    tonic::Code::DeadlineExceeded => "deadline",
-                    tonic::Code::Unavailable if status.message().contains("being stored") => "busy",
-                    _ => "unavailable",
-                };
+            Err(refusal) => {
                 self.metrics
                     .ingest_refused_batches
-                    .with_label_values(&[reason])
+                    .with_label_values(&[refusal.label()])
                     .inc();
                 let now = now_ms();
                 let last = self.last_warning_ms.load(Ordering::Relaxed);
-                let transient = matches!(
-                    status.code(),
-                    tonic::Code::Unavailable | tonic::Code::ResourceExhausted
-                );
-                let warn_now = !transient
+                let warn_now = !refusal.transient()
                     || (now.saturating_sub(last) >= 10_000
                         && self
                             .last_warning_ms
                             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                             .is_ok());
-                if warn_now && refusal.is_some() {
+                let permanent = refusal.permanent();
+                let status = refusal.status();
+                if warn_now && permanent {
                     warn!(code = ?status.code(), message = status.message(), "batch refused for good; the agent sets it aside once every collector refused it");
                 } else if warn_now {
                     warn!(code = ?status.code(), message = status.message(), "batch refused; the agent will retry");
