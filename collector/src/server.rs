@@ -7,8 +7,9 @@
 //! runs on its own timer. On shutdown the ports stop accepting, requests in
 //! flight finish within `shutdown_timeout_ms` (live tails are cut), then
 //! background work (notifications, reports) finishes or, near the deadline,
-//! gives up and records that it did (`background`); then the process exits. A listener that stops on its own stops the collector with
-//! an error exit.
+//! gives up and records that it did (`background`); then the process
+//! exits. A listener that stops on its own stops the collector with an
+//! error exit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -402,7 +402,7 @@ impl Notifier {
                 let attempts = attempts.load(Ordering::Relaxed);
                 warn!(channel = %channel.name, rule = %n.rule.name, attempts, "the collector is shutting down: notification abandoned");
                 self.outcome(kind_label(channel.kind), "abandoned");
-                self.record(n, &channel.name, "abandoned", attempts, "the collector shut down before it was delivered");
+                self.record(n, &channel.name, "abandoned", attempts, "the collector shut down before the delivery was confirmed");
             }
         }
     }
