@@ -24,7 +24,8 @@ if ! "$venv/bin/python" -c "import matplotlib" 2>/dev/null; then
 fi
 if [ "${LOGFERRY_CLICKHOUSE:-18.16}" = 26.9 ]; then setup_chdb; fi
 
-cargo build --release --locked -p logferry-e2e --bin soak -p logferry-agent -p logferry-collector
+# --bins: `--bin soak` would narrow the whole build to that one binary.
+cargo build --release --locked --bins -p logferry-e2e -p logferry-agent -p logferry-collector
 status=0
 "$CARGO_TARGET_DIR/release/soak" --minutes "$minutes" --out "$out" "$@" | tee "$out/summary.txt" || status=$?
 "$venv/bin/python" scripts/soak-plot.py "$out/soak.csv" "$out/soak.png"
