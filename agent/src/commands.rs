@@ -6,8 +6,9 @@
 //!   all is still stored once.
 //! - `check-state`: reads the whole queue with its checksums and every
 //!   checkpoint, and exits non-zero on damage.
-//! - `repair`: what the agent does at start on damage (`queue::recover`),
-//!   on its own.
+//! - `repair`: what the agent does at start on damage (`queue::recover`,
+//!   lost lines read again from their files by `tail::FileRefill`), on its
+//!   own.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use clap::{Arg, ArgMatches, Command};
 use crate::config::{Config, SyncPolicy};
 use crate::queue::{DeadLetter, Queue, QueueError};
 use crate::tail::checkpoint::{Checkpoint, FileId};
+use crate::tail::FileRefill;
 
 pub fn commands() -> Vec<Command> {
     vec![
@@ -55,12 +57,13 @@ pub async fn run(config: Config, name: &str, args: &ArgMatches) -> anyhow::Resul
         config.queue.sync == SyncPolicy::Always,
     );
     let (name, args) = (name.to_string(), args.clone());
+    let refill = FileRefill::new(&config.sources);
     tokio::task::spawn_blocking(move || match name.as_str() {
         "dead-letters" => dead_letters(&*open(&dir, max_bytes, sync)?, &args),
         "check-state" => check_state(&dir, max_bytes, sync),
         "repair" => {
-            let (_, recovery) =
-                Queue::open_or_recover(&dir, max_bytes, sync).map_err(|e| in_use(e, &dir))?;
+            let (_, recovery) = Queue::open_or_recover(&dir, max_bytes, sync, &refill)
+                .map_err(|e| in_use(e, &dir))?;
             match recovery {
                 Some(r) => println!("recovered: {r}"),
                 None => println!("{}: healthy, nothing to repair", dir.display()),

@@ -23,7 +23,7 @@ use crate::forward::{Client, Forwarder};
 use crate::metrics::Metrics;
 use crate::push::PushReceiver;
 use crate::queue::Queue;
-use crate::tail::{Matcher, Tailer, Wake};
+use crate::tail::{FileRefill, Matcher, Tailer, Wake};
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -33,8 +33,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.queue.max_bytes,
         config.queue.sync == SyncPolicy::Always,
     );
+    let refill = FileRefill::new(&config.sources);
     let (queue, recovery) =
-        tokio::task::spawn_blocking(move || Queue::open_or_recover(&dir, max_bytes, sync))
+        tokio::task::spawn_blocking(move || Queue::open_or_recover(&dir, max_bytes, sync, &refill))
             .await?
             .with_context(|| format!("cannot open the queue in {}", config.data_dir.display()))?;
     let host = if config.host_name.is_empty() {
@@ -57,6 +58,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         metrics.queue_lost_records.inc_by(r.lost_records);
         error!(
             lost_records = r.lost_records,
+            refilled_records = r.refilled_records,
             "the queue was damaged and has been recovered: {r}"
         );
     }

@@ -41,7 +41,7 @@ use logferry_proto::Chunk;
 
 use format::{decode_seq, record_value, seq_key, split_record_value, EPOCH_SHIFT};
 pub use format::{DeadLetter, Manifest};
-pub use recover::Recovery;
+pub use recover::{NoRefill, Recovery, Refill};
 
 const CF_RECORDS: &str = "records";
 const CF_BATCHES: &str = "batches";
@@ -251,16 +251,18 @@ impl Queue {
 
     /// `open`; a queue whose files are damaged is first quarantined and
     /// what survives moved into a new one (`recover`), so that damage never
-    /// stops the agent. The second value says what that recovery did.
+    /// stops the agent; `refill` reads lost records again where it can.
+    /// The second value says what that recovery did.
     pub fn open_or_recover(
         dir: &Path,
         max_bytes: u64,
         sync: bool,
+        refill: &dyn Refill,
     ) -> Result<(Arc<Queue>, Option<Recovery>), QueueError> {
         match Queue::open(dir, max_bytes, sync) {
             Ok(q) => Ok((q, None)),
             Err(e) if recover::is_damage(&e) => {
-                let recovery = recover::recover(dir, &e)?;
+                let recovery = recover::recover(dir, &e, refill)?;
                 Ok((Queue::open(dir, max_bytes, sync)?, Some(recovery)))
             }
             Err(e) => Err(e),

@@ -19,22 +19,28 @@
 //!    records that survived; records whose manifest was lost are batched
 //!    again, by contiguous runs), checkpoints, the agent id and epoch.
 //!
-//! What was lost is counted from the sequence numbers, which are assigned
-//! one per record without gaps within an epoch: the records of a batch
-//! manifest that did not survive, and every gap among the records not yet
-//! in a batch (acknowledged records leave gaps only where batches were).
-//! What such a count cannot see: records lost after the last that survived
-//! (their checkpoint went with them when they came from a file, so the
-//! tailer reads them again), and records lost together with the manifest
-//! of their batch. If the agent id or the epoch did not survive, the new
-//! queue gets a new agent id, so no sequence number can ever mean two
-//! records.
+//! What was lost is found from the sequence numbers, which are assigned
+//! one per record without gaps within an epoch: the holes in the batch
+//! manifests that survived, and every gap among the records not yet in a
+//! batch (acknowledged records leave gaps only where batches were). A hole
+//! between two records that survived is offered to a `Refill` first (the
+//! tailer's reads the lines again from their file where it still holds
+//! them); what no refill fills is counted lost. What such a count cannot
+//! see: records lost after the last that survived (their checkpoint went
+//! with them when they came from a file, so the tailer reads them again),
+//! and records lost together with the manifest of their batch. If the agent
+//! id or the epoch did not survive, the new queue gets a new agent id, so
+//! no sequence number can ever mean two records.
 
 use std::path::{Path, PathBuf};
 
+use logferry_proto::Chunk;
+use prost::Message;
 use rocksdb::{Options, WriteBatch, DB};
 
-use super::format::{decode_seq, split_record_value, DeadLetter, Manifest, EPOCH_SHIFT};
+use super::format::{
+    decode_seq, record_value, split_record_value, DeadLetter, Manifest, EPOCH_SHIFT,
+};
 use super::{
     cf, open_db, open_db_with, seq_key, QueueError, CF_BATCHES, CF_CHECKPOINTS, CF_DEAD_LETTERS,
     CF_RECORDS,
@@ -49,6 +55,9 @@ pub struct Recovery {
     pub quarantine: PathBuf,
     /// Records moved into the new queue.
     pub salvaged_records: u64,
+    /// Of those, records that were lost in the queue and read again from
+    /// where they came from (see `Refill`).
+    pub refilled_records: u64,
     /// Records known lost (see the module's account of what it can see).
     pub lost_records: u64,
     /// What could not be read, in words (families and key ranges).
@@ -61,9 +70,17 @@ impl std::fmt::Display for Recovery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}; {} records salvaged, {} known lost",
-            self.cause, self.salvaged_records, self.lost_records
+            "{}; {} records salvaged",
+            self.cause, self.salvaged_records
         )?;
+        if self.refilled_records > 0 {
+            write!(
+                f,
+                " ({} of them read again from their files)",
+                self.refilled_records
+            )?;
+        }
+        write!(f, ", {} known lost", self.lost_records)?;
         if !self.unreadable.is_empty() {
             write!(f, "; unreadable: {}", self.unreadable.join(", "))?;
         }
@@ -75,6 +92,29 @@ impl std::fmt::Display for Recovery {
             "; the damaged queue is kept in {}",
             self.quarantine.display()
         )
+    }
+}
+
+/// Reads lost records again from where they came from. `before` and
+/// `after` are the records on either side of a hole of `lost` records (their
+/// chunks, decoded, and `before`'s record count); the answer is chunks that
+/// hold exactly the `lost` records, in order, with their counts (the queue
+/// numbers them), or why it cannot.
+pub trait Refill {
+    fn refill(
+        &self,
+        before: (&Chunk, u32),
+        after: &Chunk,
+        lost: u64,
+    ) -> Result<Vec<(u32, Chunk)>, String>;
+}
+
+/// Refills nothing: every hole is counted lost.
+pub struct NoRefill;
+
+impl Refill for NoRefill {
+    fn refill(&self, _: (&Chunk, u32), _: &Chunk, _: u64) -> Result<Vec<(u32, Chunk)>, String> {
+        Err("nothing to read them again from".into())
     }
 }
 
@@ -90,7 +130,11 @@ pub fn is_damage(e: &QueueError) -> bool {
 
 /// Quarantines the damaged queue in `dir` and writes what survives into a
 /// new one in its place.
-pub fn recover(dir: &Path, cause: &QueueError) -> Result<Recovery, QueueError> {
+pub fn recover(
+    dir: &Path,
+    cause: &QueueError,
+    refill: &dyn Refill,
+) -> Result<Recovery, QueueError> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let parent = dir.parent().unwrap_or(Path::new("."));
     let quarantine = parent.join("quarantine").join(stamp);
@@ -129,6 +173,7 @@ pub fn recover(dir: &Path, cause: &QueueError) -> Result<Recovery, QueueError> {
         Ok(db) => salvage = Salvage::read(&db, &mut recovery.unreadable),
         Err(e) => recovery.unreadable.push(format!("the whole queue ({e})")),
     }
+    salvage.refill_holes(refill, &mut recovery);
     salvage.write(dir, &mut recovery)?;
     // The original stays; the repaired copy has served its purpose.
     let _ = std::fs::remove_dir_all(&copy);
@@ -206,6 +251,101 @@ impl Salvage {
         s
     }
 
+    /// Every batch manifest that survived, the dead letters' included.
+    fn batches(&self) -> impl Iterator<Item = &Manifest> {
+        self.manifests
+            .iter()
+            .chain(self.dead_letters.iter().map(|d| &d.manifest))
+    }
+
+    /// Where the records not yet in a batch begin.
+    fn batched_end(&self) -> Option<u64> {
+        self.batches().map(|m| m.last_seq + 1).max()
+    }
+
+    /// Sequence ranges `[from, to)` known lost: the holes in the batches
+    /// that survived, and the gaps among the records past the last batch,
+    /// within an epoch.
+    fn holes(&self) -> Vec<(u64, u64)> {
+        let mut holes = Vec::new();
+        for m in self.batches() {
+            let mut next = m.first_seq;
+            let inside = self
+                .records
+                .iter()
+                .filter(|(seq, _, _)| (m.first_seq..=m.last_seq).contains(seq));
+            for (seq, count, _) in inside {
+                if *seq > next {
+                    holes.push((next, *seq));
+                }
+                next = seq + u64::from(*count);
+            }
+            if next <= m.last_seq {
+                holes.push((next, m.last_seq + 1));
+            }
+        }
+        let batched_end = self.batched_end();
+        let mut expected = batched_end;
+        for (seq, count, _) in &self.records {
+            let same_epoch = |e: &u64| *seq > *e && seq >> EPOCH_SHIFT == *e >> EPOCH_SHIFT;
+            if let Some(next) = expected.filter(same_epoch) {
+                holes.push((next, *seq));
+            }
+            if batched_end.is_none_or(|end| seq + u64::from(*count) > end) {
+                expected = Some(seq + u64::from(*count));
+            }
+        }
+        holes.sort_unstable();
+        holes
+    }
+
+    /// Offers each hole between two records that survived to `refill`, and
+    /// keeps what it reads; every hole it does not fill is reported.
+    fn refill_holes(&mut self, refill: &dyn Refill, recovery: &mut Recovery) {
+        let chunk_at = |i: usize| {
+            let (_, count, value) = &self.records[i];
+            let (_, chunk) = split_record_value(value).ok()?;
+            Some((Chunk::decode(chunk).ok()?, *count))
+        };
+        let mut found = Vec::new();
+        for (from, to) in self.holes() {
+            let before = self
+                .records
+                .partition_point(|(seq, _, _)| *seq < from)
+                .checked_sub(1)
+                .filter(|&i| self.records[i].0 + u64::from(self.records[i].1) == from);
+            let after = self.records.binary_search_by_key(&to, |r| r.0).ok();
+            let (Some((before, count)), Some((after, _))) =
+                (before.and_then(chunk_at), after.and_then(chunk_at))
+            else {
+                recovery.unreadable.push(format!(
+                    "records {from}..{to} (no record survived on both sides of them)"
+                ));
+                continue;
+            };
+            let lost = to - from;
+            match refill.refill((&before, count), &after, lost) {
+                Ok(chunks) if chunks.iter().map(|(n, _)| u64::from(*n)).sum::<u64>() == lost => {
+                    let mut seq = from;
+                    for (count, mut chunk) in chunks {
+                        chunk.first_seq = seq;
+                        found.push((seq, count, record_value(count, &chunk.encode_to_vec())));
+                        seq += u64::from(count);
+                    }
+                    recovery.refilled_records += lost;
+                }
+                Ok(_) => recovery.unreadable.push(format!(
+                    "records {from}..{to} (read again, but as a different number of records)"
+                )),
+                Err(why) => recovery
+                    .unreadable
+                    .push(format!("records {from}..{to} ({why})")),
+            }
+        }
+        self.records.extend(found);
+        self.records.sort_unstable_by_key(|(seq, _, _)| *seq);
+    }
+
     /// Writes the salvage into a new queue at `dir`, batches and dead
     /// letters cut down to the records that survived.
     fn write(self, dir: &Path, recovery: &mut Recovery) -> Result<(), QueueError> {
@@ -232,23 +372,12 @@ impl Salvage {
             }
             kept
         };
-        // Gaps among the records past the last batch, within an epoch.
-        let batched_end = self
-            .manifests
-            .iter()
-            .chain(self.dead_letters.iter().map(|d| &d.manifest))
-            .map(|m| m.last_seq + 1)
-            .max();
-        let mut expected = batched_end;
-        for (seq, count, _) in &self.records {
-            if let Some(next) =
-                expected.filter(|e| *seq > *e && seq >> EPOCH_SHIFT == *e >> EPOCH_SHIFT)
-            {
-                recovery.lost_records += seq - next;
-                recovery.unreadable.push(format!("records {next}..{seq}"));
-            }
-            if batched_end.is_none_or(|end| seq + u64::from(*count) > end) {
-                expected = Some(seq + u64::from(*count));
+        // Holes in the batches are counted by what each batch kept; those
+        // past the last batch here.
+        let batched_end = self.batched_end();
+        for (from, to) in self.holes() {
+            if batched_end.is_none_or(|end| from >= end) {
+                recovery.lost_records += to - from;
             }
         }
         for m in &self.manifests {
@@ -281,9 +410,7 @@ impl Salvage {
         // by contiguous runs, so each run starts where its batch did (the
         // collector then recognises a batch it stored before).
         let covered = |seq: u64| {
-            self.manifests
-                .iter()
-                .chain(self.dead_letters.iter().map(|d| &d.manifest))
+            self.batches()
                 .any(|m| (m.first_seq..=m.last_seq).contains(&seq))
         };
         let mut run: Option<Manifest> = None;

@@ -250,18 +250,41 @@ fn a_dead_letter_keeps_its_records_and_identity_until_replayed() {
 /// Commits 40 chunks of 5 records (with a checkpoint each) and cuts two
 /// batches; `flush` moves everything from the WAL into SSTs.
 fn damaged_queue_fixture(dir: &Path, flush: bool) -> (String, Vec<String>) {
+    queue_fixture(dir, flush, None)
+}
+
+/// `damaged_queue_fixture` whose lines were read from `file`: it is written
+/// with them, and each chunk carries its origin and offset.
+fn file_queue_fixture(dir: &Path, file: &Path) -> Vec<String> {
+    queue_fixture(dir, true, Some(file)).1
+}
+
+fn queue_fixture(dir: &Path, flush: bool, file: Option<&Path>) -> (String, Vec<String>) {
     let q = Queue::open(dir, 1 << 30, true).expect("open");
     let mut committed = Vec::new();
+    let mut offset = 0u64;
     for c in 0..40 {
         let lines: Vec<String> = (0..5)
             .map(|i| format!("{c}-{i}-{}", "x".repeat(900)))
             .collect();
-        q.commit(
-            5,
-            lines_chunk(&lines),
-            Some((b"file", format!("pos-{c}").as_bytes())),
-        )
-        .expect("commit");
+        let mut chunk = lines_chunk(&lines);
+        if let (Some(path), Some(chunk::Body::Lines(l))) = (file, &mut chunk.body) {
+            l.file_offset = offset;
+            offset += l.data.len() as u64;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open the file");
+            std::io::Write::write_all(&mut f, &l.data).expect("append");
+            chunk.origin = Some(logferry_proto::Origin {
+                source: "app".into(),
+                file_path: path.display().to_string(),
+                ..Default::default()
+            });
+        }
+        q.commit(5, chunk, Some((b"file", format!("pos-{c}").as_bytes())))
+            .expect("commit");
         committed.extend(lines);
     }
     q.cut_batch(25, u64::MAX).expect("cut").expect("batch");
@@ -307,7 +330,8 @@ fn drain(q: &Queue) -> Vec<String> {
 }
 
 fn recovered(dir: &Path) -> (Arc<Queue>, Recovery) {
-    let (q, recovery) = Queue::open_or_recover(dir, 1 << 30, true).expect("never an error");
+    let (q, recovery) =
+        Queue::open_or_recover(dir, 1 << 30, true, &NoRefill).expect("never an error");
     (q, recovery.expect("the damage was seen"))
 }
 
@@ -378,6 +402,44 @@ fn a_damaged_wal_is_seen_and_what_survives_is_kept() {
     assert!(delivered.iter().all(|l| committed.contains(l)));
     // Reopened, the new queue is healthy.
     drop(q);
-    let (_, again) = Queue::open_or_recover(&queue, 1 << 30, true).expect("open");
+    let (_, again) = Queue::open_or_recover(&queue, 1 << 30, true, &NoRefill).expect("open");
     assert!(again.is_none());
+}
+
+fn file_refill() -> crate::tail::FileRefill {
+    crate::tail::FileRefill::new(&[crate::config::SourceConfig {
+        name: "app".into(),
+        ..Default::default()
+    }])
+}
+
+#[test]
+fn records_a_damaged_sst_lost_are_read_again_from_their_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (queue, file) = (dir.path().join("queue"), dir.path().join("app.log"));
+    let committed = file_queue_fixture(&queue, &file);
+    flip(&queue, |n| n.ends_with(".sst"));
+    let (q, r) = Queue::open_or_recover(&queue, 1 << 30, true, &file_refill()).expect("open");
+    let r = r.expect("the damage was seen");
+    assert!(r.refilled_records > 0, "{r}");
+    assert_eq!((r.salvaged_records, r.lost_records), (200, 0), "{r}");
+    assert!(r.to_string().contains("read again from their files"), "{r}");
+    assert_eq!(drain(&q), committed, "every line once, in order");
+}
+
+#[test]
+fn records_whose_file_is_gone_are_counted_lost_with_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (queue, file) = (dir.path().join("queue"), dir.path().join("app.log"));
+    file_queue_fixture(&queue, &file);
+    std::fs::remove_file(&file).expect("remove");
+    flip(&queue, |n| n.ends_with(".sst"));
+    let (q, r) = Queue::open_or_recover(&queue, 1 << 30, true, &file_refill()).expect("open");
+    let r = r.expect("the damage was seen");
+    assert_eq!(r.refilled_records, 0, "{r}");
+    assert!(r.lost_records > 0, "{r}");
+    assert_eq!(r.salvaged_records + r.lost_records, 200, "{r}");
+    assert!(r.to_string().contains("no file holds these lines"), "{r}");
+    assert!(r.to_string().contains(&file.display().to_string()), "{r}");
+    assert_eq!(drain(&q).len() as u64, r.salvaged_records);
 }

@@ -26,6 +26,7 @@
 pub mod checkpoint;
 mod discover;
 pub mod framer;
+mod refill;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -44,6 +45,7 @@ use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueError};
 use checkpoint::{fingerprint, source_key, Checkpoint, FileId};
 pub use discover::Matcher;
+pub use refill::FileRefill;
 use framer::{Framer, Lines};
 
 /// A hint from the filesystem watcher: `true` when files may have appeared
