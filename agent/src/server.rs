@@ -117,13 +117,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let stop = stop_tailing.clone();
         let (cfg, sources, queue) = (config.tail.clone(), config.sources.clone(), queue.clone());
         let metrics = Arc::clone(&metrics);
+        let spool = config.data_dir.join("spool");
         // The tailer reads its checkpoints and then the files on its own
         // thread, never on the async runtime.
         let handle = std::thread::Builder::new()
             .name("tailer".into())
             .spawn(move || {
                 let _watcher = watcher;
-                Tailer::new(cfg, sources, queue, metrics)?.run(rx, stop)
+                Tailer::new(cfg, sources, queue, metrics, spool)?.run(rx, stop)
             })
             .context("cannot start the tailer thread")?;
         Some(handle)

@@ -19,11 +19,14 @@
 //!   with the same fingerprint) when there is one, then reading restarts at 0;
 //! - while the agent was stopped: at start-up, a checkpointed file that no
 //!   longer matches is looked for in its directory by inode and fingerprint
-//!   and read to its end before anything else.
+//!   and read to its end before anything else; a file that is gone is
+//!   looked for as a gzip copy there (`compressed`), read from its
+//!   checkpoint the same way.
 //!
 //! When the queue is full, reading pauses: the files are the buffer.
 
 pub mod checkpoint;
+mod compressed;
 mod discover;
 pub mod framer;
 mod refill;
@@ -45,8 +48,8 @@ use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueError};
 use checkpoint::{fingerprint, source_key, Checkpoint, FileId};
 pub use discover::Matcher;
-pub use refill::FileRefill;
 use framer::{Framer, Lines};
+pub use refill::FileRefill;
 
 /// A hint from the filesystem watcher: `true` when files may have appeared
 /// or gone (rescan), `false` when one was only written to (read now).
@@ -95,6 +98,8 @@ pub struct Tailer {
     metrics: Arc<Metrics>,
     /// When the sizes of files not polled (tailing paused) were last looked at.
     sized_at: Instant,
+    /// Where compressed copies are unpacked (see `compressed`).
+    spool_dir: PathBuf,
 }
 
 impl Tailer {
@@ -103,6 +108,7 @@ impl Tailer {
         sources: Vec<SourceConfig>,
         queue: Arc<Queue>,
         metrics: Arc<Metrics>,
+        spool_dir: PathBuf,
     ) -> Result<Tailer, QueueError> {
         let mut known = HashMap::new();
         let mut seen_sources = HashSet::new();
@@ -126,6 +132,7 @@ impl Tailer {
             seen_sources,
             metrics,
             sized_at: Instant::now(),
+            spool_dir,
         })
     }
 
@@ -256,13 +263,53 @@ impl Tailer {
                     self.finish(id)?;
                 }
                 None => {
-                    debug!(path = %ckpt.path.display(), "file gone while the agent was stopped");
                     self.known.remove(&id);
-                    self.queue.delete_checkpoint(&id.key())?;
+                    self.finish_compressed(id, source, ckpt)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// A checkpointed file gone while the agent was stopped: its unread
+    /// lines are read from a compressed copy if there is one (see
+    /// `compressed`); either way its checkpoint goes.
+    fn finish_compressed(
+        &mut self,
+        id: FileId,
+        source: usize,
+        ckpt: Checkpoint,
+    ) -> Result<(), QueueError> {
+        match self.unpack(&ckpt) {
+            Ok(Some(u)) if u.len > ckpt.offset => {
+                info!(path = %ckpt.path.display(), copy = %u.from.display(), offset = ckpt.offset, "finishing a file rotated and compressed while the agent was stopped");
+                let path = ckpt.path.clone();
+                self.follow(id, source, path, u.file, Some(ckpt));
+                if let Some(t) = self.files.get_mut(&id) {
+                    t.matched = false;
+                }
+                self.drain(id, true)?;
+                // The spool file is unlinked: `finish` drops the checkpoint.
+                return self.finish(id);
+            }
+            Ok(Some(u)) => {
+                debug!(path = %ckpt.path.display(), copy = %u.from.display(), "file compressed after it was read to its end");
+            }
+            Ok(None) => {
+                debug!(path = %ckpt.path.display(), offset = ckpt.offset, "file gone while the agent was stopped, and no copy of it found");
+            }
+            Err(why) => {
+                warn!(path = %ckpt.path.display(), offset = ckpt.offset, "file rotated and compressed while the agent was stopped, and its copy cannot be read: any lines past the offset are lost: {why}");
+            }
+        }
+        self.queue.delete_checkpoint(&id.key())
+    }
+
+    /// `compressed::unpack`, within the queue's disk reserve.
+    fn unpack(&self, ckpt: &Checkpoint) -> Result<Option<compressed::Unpacked>, String> {
+        let room = || !matches!(self.queue.room(), Err(QueueError::DiskFull { .. }));
+        let head = self.cfg.fingerprint_bytes as u64;
+        compressed::unpack(ckpt, head, &self.spool_dir, room)
     }
 
     /// The source whose include globs match `path`, for a rotated file whose
@@ -327,13 +374,22 @@ impl Tailer {
         path: PathBuf,
         ckpt: Option<Checkpoint>,
     ) -> Result<(), QueueError> {
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                debug!(path = %path.display(), error = %e, "cannot open file");
-                return Ok(());
-            }
-        };
+        match File::open(&path) {
+            Ok(file) => self.follow(id, source, path, file, ckpt),
+            Err(e) => debug!(path = %path.display(), error = %e, "cannot open file"),
+        }
+        Ok(())
+    }
+
+    /// Follows `file` (open at `path`) from its checkpoint.
+    fn follow(
+        &mut self,
+        id: FileId,
+        source: usize,
+        path: PathBuf,
+        file: File,
+        ckpt: Option<Checkpoint>,
+    ) {
         let saved = ckpt.unwrap_or_else(|| Checkpoint {
             offset: 0,
             fp_len: 0,
@@ -360,7 +416,6 @@ impl Tailer {
                 behind_since: None,
             },
         );
-        Ok(())
     }
 
     /// One read from each file, rotated-away files first. True when any
@@ -548,15 +603,29 @@ impl Tailer {
             .with_label_values(&[&source_name])
             .inc();
         let saved = t.saved.clone();
-        let copy = (saved.fp_len > 0)
+        let path = t.path.clone();
+        let plain = (saved.fp_len > 0)
             .then(|| {
-                find_in_dir(&t.path, |meta, path| {
+                find_in_dir(&path, |meta, path| {
                     (meta.dev(), meta.ino()) != (id.dev, id.ino)
                         && meta.len() > saved.offset
                         && head_matches(path, &saved)
                 })
             })
-            .flatten();
+            .flatten()
+            .and_then(|p| Some((File::open(&p).ok()?, p)));
+        // Rotated and compressed at once, the new file on the old inode.
+        let copy = plain.or_else(|| match self.unpack(&saved) {
+            Ok(Some(u)) if u.len > saved.offset => Some((u.file, u.from)),
+            Ok(_) => None,
+            Err(why) => {
+                warn!(path = %path.display(), "the compressed copy of a truncated file cannot be read: {why}");
+                None
+            }
+        });
+        let Some(t) = self.files.get_mut(&id) else {
+            return Ok(());
+        };
         let mut lines = Lines::default();
         if copy.is_none() {
             let lost = last_size.max(t.read_pos).saturating_sub(saved.offset);
@@ -568,26 +637,24 @@ impl Tailer {
                     .inc_by(lost);
             }
         }
-        if let Some(copy_path) = copy {
-            if let Ok(copy) = File::open(&copy_path) {
-                info!(copy = %copy_path.display(), "reading the lines not yet shipped from the copy");
-                t.file = copy;
-                t.read_pos = saved.offset;
-                t.framer = Framer::new(self.sources[t.source].max_line_bytes, saved.discarding);
-                let reopen = t.path.clone();
-                // The copy stands in for the file until its end, with the
-                // file's own checkpoint: a crash meanwhile repeats this step.
-                self.drain(id, false)?;
-                let Some(t) = self.files.get_mut(&id) else {
+        if let Some((copy, copy_path)) = copy {
+            info!(copy = %copy_path.display(), "reading the lines not yet shipped from the copy");
+            t.file = copy;
+            t.read_pos = saved.offset;
+            t.framer = Framer::new(self.sources[t.source].max_line_bytes, saved.discarding);
+            let reopen = t.path.clone();
+            // The copy stands in for the file until its end, with the
+            // file's own checkpoint: a crash meanwhile repeats this step.
+            self.drain(id, false)?;
+            let Some(t) = self.files.get_mut(&id) else {
+                return Ok(());
+            };
+            t.framer.flush(&mut lines);
+            match File::open(&reopen) {
+                Ok(f) => t.file = f,
+                Err(_) => {
+                    self.files.remove(&id);
                     return Ok(());
-                };
-                t.framer.flush(&mut lines);
-                match File::open(&reopen) {
-                    Ok(f) => t.file = f,
-                    Err(_) => {
-                        self.files.remove(&id);
-                        return Ok(());
-                    }
                 }
             }
         }

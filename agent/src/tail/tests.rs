@@ -13,6 +13,7 @@ use std::io::Write;
 struct Harness {
     dir: tempfile::TempDir,
     qdir: tempfile::TempDir,
+    spool: tempfile::TempDir,
     queue: Option<Arc<Queue>>,
     tailer: Option<Tailer>,
     sources: Vec<SourceConfig>,
@@ -36,6 +37,7 @@ impl Harness {
         let mut h = Harness {
             dir,
             qdir: tempfile::tempdir().expect("tempdir"),
+            spool: tempfile::tempdir().expect("tempdir"),
             queue: None,
             tailer: None,
             sources,
@@ -77,6 +79,7 @@ impl Harness {
             self.sources.clone(),
             queue.clone(),
             self.metrics.clone(),
+            self.spool.path().to_path_buf(),
         )
         .expect("tailer");
         tailer.start().expect("start");
@@ -263,6 +266,56 @@ fn rename_keeps_the_position_across_a_restart() {
         vec!["one", "two", "three"],
         "rotated file finished first"
     );
+}
+
+fn gzip(from: &Path, to: &Path) {
+    let data = std::fs::read(from).expect("read");
+    let out = std::fs::File::create(to).expect("create");
+    let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    gz.write_all(&data).expect("compress");
+    gz.finish().expect("finish");
+}
+
+/// A start after `h`'s files were rotated with compression while it was
+/// stopped: every line once, nothing read again at the next start.
+fn assert_compressed_copy_read(h: &mut Harness) {
+    h.append("a.log", "four\n");
+    h.restart();
+    h.settle();
+    assert_eq!(h.delivered, vec!["one", "two", "three", "four"]);
+    h.restart();
+    h.settle();
+    assert_eq!(h.delivered.len(), 4);
+    assert_eq!(std::fs::read_dir(h.spool.path()).expect("spool").count(), 0);
+}
+
+#[test]
+fn a_file_rotated_and_compressed_while_stopped_is_read_from_its_copy() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.append("a.log", "one\n");
+    h.settle();
+    h.tailer = None;
+    h.append("a.log", "two\nthree\n");
+    // logrotate's `compress` without `delaycompress`: renamed, a new file
+    // created, the old one gzipped and removed.
+    std::fs::rename(h.path("a.log"), h.path("a.log.1")).expect("rename");
+    h.append("a.log", "");
+    gzip(&h.path("a.log.1"), &h.path("a.log.1.gz"));
+    std::fs::remove_file(h.path("a.log.1")).expect("remove");
+    assert_compressed_copy_read(&mut h);
+}
+
+#[test]
+fn a_file_copied_compressed_and_truncated_while_stopped_is_read_from_its_copy() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.append("a.log", "one\n");
+    h.settle();
+    h.tailer = None;
+    h.append("a.log", "two\nthree\n");
+    // `copytruncate` and `compress`: the copy is gzipped, the file emptied.
+    gzip(&h.path("a.log"), &h.path("a.log.1.gz"));
+    h.truncate("a.log");
+    assert_compressed_copy_read(&mut h);
 }
 
 #[test]
