@@ -2,7 +2,8 @@
 //! `LOGFERRY_CHAOS_LINES` lines (200,000 by default; the full run takes
 //! 1,000,000) to four files over a minute at least (at most 10,000 lines a
 //! second), rotating them by rename and by copytruncate, both while the
-//! agent runs and while it is down. Meanwhile, in a random order and at random moments: the agent is
+//! agent runs and while it is down, and once, while it is down, by rename
+//! and gzip as logrotate's `compress` does. Meanwhile, in a random order and at random moments: the agent is
 //! SIGKILLed ten times, each of the two collectors is SIGKILLed and
 //! restarted, ClickHouse is stopped for 10 s and started again, and the
 //! network between the agent and both collectors is partitioned twice for
@@ -36,6 +37,9 @@ const TICK: Duration = Duration::from_millis(50);
 enum Rotation {
     Rename,
     CopyTruncate,
+    /// logrotate's `compress` without `delaycompress`: renamed, a new file
+    /// created, the old one gzipped and removed.
+    RenameCompress,
 }
 
 /// A file being written: its path, the open handle, lines written so far
@@ -67,6 +71,17 @@ impl Written {
             Rotation::CopyTruncate => {
                 std::fs::copy(&self.path, old).expect("copy");
                 self.file.set_len(0).expect("truncate");
+            }
+            Rotation::RenameCompress => {
+                std::fs::rename(&self.path, &old).expect("rotate by rename");
+                self.file = open_append(&self.path);
+                let data = std::fs::read(&old).expect("read the rotated file");
+                let gz = std::fs::File::create(format!("{}.gz", old.display()))
+                    .expect("create the copy");
+                let mut gz = flate2::write::GzEncoder::new(gz, flate2::Compression::fast());
+                gz.write_all(&data).expect("compress");
+                gz.finish().expect("finish the copy");
+                std::fs::remove_file(&old).expect("remove the rotated file");
             }
         }
     }
@@ -190,13 +205,14 @@ fn every_line_arrives_exactly_once_through_rotations_crashes_partitions_and_outa
     let mut faults = vec![
         Fault::KillAgent(Some((2, Rotation::Rename))),
         Fault::KillAgent(Some((3, Rotation::CopyTruncate))),
+        Fault::KillAgent(Some((1, Rotation::RenameCompress))),
         Fault::RestartCollector(0),
         Fault::RestartCollector(1),
         Fault::StopClickHouse,
         Fault::Partition { reset: false },
         Fault::Partition { reset: true },
     ];
-    faults.extend(std::iter::repeat_n(Fault::KillAgent(None), 8));
+    faults.extend(std::iter::repeat_n(Fault::KillAgent(None), 7));
     let mut rng = rand::rng();
     faults.shuffle(&mut rng);
     // The queue must fill while ClickHouse is away: lines are still
