@@ -226,12 +226,12 @@ fn command(program: Program) -> clap::Command {
 
 /// Parses the command line, loads the configuration (exit code 2 when it is
 /// invalid; `--check-config` stops there), sets up logging, and runs `run`
-/// until SIGTERM or SIGINT cancels its token. Errors are printed once, with
-/// their whole chain.
+/// until SIGTERM or SIGINT cancels its token; SIGHUP reloads (see
+/// `supervise`). Errors are printed once, with their whole chain.
 pub fn main<S, F, Fut>(program: Program, run: F) -> ExitCode
 where
     S: Settings,
-    F: FnOnce(S, CancellationToken) -> Fut,
+    F: Fn(S, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     main_with_commands(
@@ -262,7 +262,7 @@ pub fn main_with_commands<S, F, Fut, T, TFut>(
 ) -> ExitCode
 where
     S: Settings,
-    F: FnOnce(S, CancellationToken) -> Fut,
+    F: Fn(S, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
     T: FnOnce(S, String, clap::ArgMatches) -> TFut,
     TFut: Future<Output = anyhow::Result<()>>,
@@ -315,11 +315,7 @@ where
     let result = runtime.block_on(async {
         match args.subcommand() {
             Some((command, sub)) => tool(settings, command.to_string(), sub.clone()).await,
-            None => {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(cancel_on_signal(shutdown.clone()));
-                run(settings, shutdown).await
-            }
+            None => supervise(config, settings, run).await,
         }
     });
     match result {
@@ -349,20 +345,58 @@ fn sentry_test(name: &str, guard: Option<sentry::ClientInitGuard>) -> ExitCode {
     }
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
+/// Runs `run` until SIGTERM or SIGINT cancels its token. SIGHUP reads the
+/// config file at `path` again: when it is valid, the running generation is
+/// stopped as at SIGTERM and `run` starts again with the new settings, in
+/// the same process (what each program keeps durably carries over, as
+/// across a restart); when it is not, the problems are logged and the
+/// running generation goes on. Logging and Sentry keep the settings they
+/// started with.
+async fn supervise<S, F, Fut>(path: &Path, mut settings: S, run: F) -> anyhow::Result<()>
+where
+    S: Settings,
+    F: Fn(S, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return;
+        return run(settings, CancellationToken::new()).await;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        let generation = CancellationToken::new();
+        let mut running = std::pin::pin!(run(settings, generation.clone()));
+        let mut next = None;
+        let result = loop {
+            tokio::select! {
+                result = &mut running => break result,
+                _ = term.recv() => {
+                    next = None;
+                    generation.cancel();
+                }
+                _ = int.recv() => {
+                    next = None;
+                    generation.cancel();
+                }
+                _ = hup.recv(), if !generation.is_cancelled() => match load::<S>(path) {
+                    Ok(s) => {
+                        tracing::info!(config = %path.display(), "reloading the configuration");
+                        next = Some(s);
+                        generation.cancel();
+                    }
+                    Err(e) => tracing::error!("configuration not reloaded; the running one goes on: {e}"),
+                },
+            }
+        };
+        match next {
+            Some(s) if result.is_ok() => settings = s,
+            _ => return result,
+        }
     }
-    shutdown.cancel();
 }
 
 #[cfg(test)]

@@ -152,6 +152,13 @@ impl Proc {
         started.elapsed()
     }
 
+    /// SIGHUP: reload the configuration.
+    pub fn hangup(&self) {
+        if let Some(c) = &self.child {
+            signal(c, "HUP");
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

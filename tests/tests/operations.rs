@@ -1,11 +1,13 @@
-//! What operators touch: config checking through the real binaries, and
-//! retention dropping old day partitions.
+//! What operators touch: config checking and reloading through the real
+//! binaries, and retention dropping old day partitions.
 
 use std::process::Command;
 use std::time::Duration;
 
 use logferry_collector::store::schema::{ServerVersion, MIGRATIONS};
-use logferry_e2e::{bin, wait_until, write_config, ClickHouse, Collector, TempDir};
+use logferry_e2e::{
+    bin, seed_line, wait_until, write_config, Agent, ClickHouse, Collector, TempDir,
+};
 
 #[test]
 fn check_config_reports_every_problem_and_exits_non_zero() {
@@ -108,7 +110,7 @@ fn a_new_file_is_picked_up_within_a_second() {
         "[[sources]]\nname = \"app\"\ninclude = [\"{}/*.log\"]\n",
         logs.display()
     );
-    let agent = logferry_e2e::Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+    let agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
     // The pipeline is up once a first file's line is stored.
     std::fs::write(logs.join("first.log"), "{\"message\": \"first\"}\n").expect("write");
     assert!(
@@ -164,5 +166,84 @@ fn collectors_starting_together_on_a_new_database_all_migrate_it() {
     assert_eq!(
         ch.count("SELECT uniqExact(version) FROM together.schema_migrations"),
         expected
+    );
+}
+
+/// SIGHUP reloads the agent's configuration in the same process: a source
+/// added is followed, the old one goes on where it was, every line is stored
+/// once; an invalid file is refused with its problems and the running
+/// configuration goes on. The collector reloads the same way.
+#[test]
+fn sighup_reloads_without_losing_or_repeating_a_line() {
+    let dir = TempDir::new().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a).expect("a");
+    std::fs::create_dir(&b).expect("b");
+    let ch = ClickHouse::start();
+    let mut collector = Collector::new(dir.path(), "collector", &ch, "reload", "");
+    let source = |name: &str, at: &std::path::Path| {
+        format!(
+            "[[sources]]\nname = \"{name}\"\ninclude = [\"{}/*.log\"]\n",
+            at.display()
+        )
+    };
+    let mut agent = Agent::new(dir.path(), &[collector.endpoint()], &source("a", &a), "");
+    let pid = agent.proc.pid();
+    let stored = || ch.count("SELECT count() FROM reload.logs");
+    let append = |at: &std::path::Path, from: u64, to: u64| {
+        let text: String = (from..to).map(|n| seed_line("app", n) + "\n").collect();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(at.join("app.log"))
+            .expect("open");
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("append");
+    };
+    append(&a, 0, 1000);
+    assert!(wait_until(Duration::from_secs(30), || stored() == 1000));
+
+    // The same agent.toml with a second source; lines keep coming meanwhile.
+    let config = dir.path().join("agent.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, format!("{text}\n{}", source("b", &b))).expect("rewrite");
+    append(&a, 1000, 2000);
+    agent.proc.hangup();
+    append(&a, 2000, 3000);
+    append(&b, 3000, 3500);
+    let all = wait_until(Duration::from_secs(30), || stored() == 3500);
+    let log = agent.proc.log_text();
+    assert!(all, "{} of 3500 stored: {log}", stored());
+    assert!(log.contains("reloading the configuration"), "{log}");
+    assert!(agent.proc.is_running() && agent.proc.pid() == pid, "{log}");
+    assert_eq!(
+        ch.query("SELECT count() = uniqExact(body) FROM reload.logs"),
+        "1\n",
+        "no line twice"
+    );
+
+    // An invalid file: refused, and the agent goes on with what it runs.
+    std::fs::write(&config, format!("{text}\nbogus_key = 1\n")).expect("rewrite");
+    agent.proc.hangup();
+    let refused = wait_until(Duration::from_secs(10), || {
+        agent.proc.log_text().contains("configuration not reloaded")
+    });
+    let log = agent.proc.log_text();
+    assert!(refused && log.contains("bogus_key"), "{log}");
+    append(&b, 3500, 3600);
+    assert!(wait_until(Duration::from_secs(30), || stored() == 3600));
+    assert!(agent.proc.is_running() && agent.proc.pid() == pid);
+
+    // The collector reloads the same way, and ingest goes on through it.
+    let collector_pid = collector.proc.pid();
+    collector.proc.hangup();
+    append(&a, 3600, 4600);
+    let all = wait_until(Duration::from_secs(30), || stored() == 4600);
+    let log = collector.proc.log_text();
+    assert!(all, "{} of 4600 stored: {log}", stored());
+    assert!(log.contains("reloading the configuration"), "{log}");
+    assert!(collector.proc.is_running() && collector.proc.pid() == collector_pid);
+    assert_eq!(
+        ch.query("SELECT count() = uniqExact(body) FROM reload.logs"),
+        "1\n"
     );
 }
