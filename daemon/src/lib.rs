@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+pub mod files;
 pub mod report;
 
 /// A program's configuration: TOML with defaults in code, environment
@@ -61,15 +62,15 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<(T, Vec<String>), Vec<St
     Ok((settings, unknown))
 }
 
-/// Reads `path`, applies the environment, and validates: unknown keys and
+/// Reads `path` (with its `.d` directory and `${VAR}`s, see `files`),
+/// applies the environment overrides, and validates: unknown keys and
 /// invalid values are reported together.
 pub fn load<T: Settings>(path: &Path) -> Result<T, ConfigError> {
     let fail = |problems| ConfigError {
         path: path.display().to_string(),
         problems,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+    let text = files::read(path, &|k| std::env::var(k).ok()).map_err(fail)?;
     let (mut settings, mut problems) = parse::<T>(&text).map_err(fail)?;
     settings.apply_env(&|k| std::env::var(k).ok());
     problems.extend(settings.problems());

@@ -53,6 +53,54 @@ fn check_config_reports_every_problem_and_exits_non_zero() {
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("logferry-collector "));
 }
 
+/// `--check-config` reads the whole set: the file, its `.d` directory, and
+/// the variables they use.
+#[test]
+fn check_config_covers_the_d_directory_and_variables() {
+    let dir = TempDir::new().expect("tempdir");
+    let main = write_config(
+        dir.path(),
+        "agent.toml",
+        include_str!("../../deploy/agent.toml"),
+    );
+    std::fs::create_dir(dir.path().join("agent.d")).expect("agent.d");
+    std::fs::write(
+        dir.path().join("agent.d/10-web.toml"),
+        "[[sources]]\nname = \"web\"\ninclude = [\"${WEB_LOGS:-/var/log/nginx}/*.log\"]\n",
+    )
+    .expect("write");
+    let check = |env: &[(&str, &str)]| {
+        Command::new(bin("logferry-agent"))
+            .args(["--config", &main.display().to_string(), "--check-config"])
+            .envs(env.iter().copied())
+            .output()
+            .expect("run agent")
+    };
+    let out = check(&[("WEB_LOGS", "/srv/web")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The source's name must be unique across the set: a second "app".
+    std::fs::write(
+        dir.path().join("agent.d/20-dup.toml"),
+        "[[sources]]\nname = \"app\"\ninclude = [\"${APP_LOGS}/*.log\"]\n",
+    )
+    .expect("write");
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("20-dup.toml: line 3: ${APP_LOGS} is not set"),
+        "{err}"
+    );
+    let out = check(&[("APP_LOGS", "/srv/app")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sources[2].name"), "{err}");
+}
+
 #[test]
 fn retention_drops_day_partitions_older_than_configured() {
     let dir = TempDir::new().expect("tempdir");
