@@ -98,6 +98,12 @@ pub struct SourceConfig {
     pub max_line_bytes: usize,
     /// How long a final line without its newline waits before it is shipped.
     pub partial_line_timeout_ms: u64,
+    /// Built-in detectors whose findings are replaced before queueing
+    /// (`redact::built_in_names`).
+    pub redact: Vec<String>,
+    /// Custom regexes redacted the same way (one capture group: only it is
+    /// replaced).
+    pub redact_patterns: Vec<String>,
 }
 
 impl Default for SourceConfig {
@@ -112,6 +118,8 @@ impl Default for SourceConfig {
             attributes: BTreeMap::new(),
             max_line_bytes: 1 << 20,
             partial_line_timeout_ms: 1_000,
+            redact: Vec::new(),
+            redact_patterns: Vec::new(),
         }
     }
 }
@@ -310,6 +318,9 @@ impl Settings for Config {
             }
             if s.max_line_bytes < 64 {
                 p.push(format!("{key}.max_line_bytes: must be at least 64"));
+            }
+            if let Err(e) = crate::redact::Redactor::new(&s.redact, &s.redact_patterns) {
+                p.push(format!("{key}.redact: {e}"));
             }
         }
         if self.tail.read_chunk_bytes < 4096 {

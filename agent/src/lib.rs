@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - `config`: the TOML config, its validation and environment overrides;
+//! - `redact`: the detectors a source's lines pass before they are queued;
 //! - `tail`: discovery (globs, notify, rescan), file identity and
 //!   checkpoints, line framing, the reader thread;
 //! - `queue`: the RocksDB queue (records, batch manifests, checkpoints);
@@ -19,5 +20,6 @@ pub mod forward;
 pub mod metrics;
 pub mod push;
 pub mod queue;
+pub mod redact;
 pub mod server;
 pub mod tail;

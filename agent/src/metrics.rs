@@ -32,6 +32,7 @@ pub struct Metrics {
     pub parse_errors: IntCounterVec,
     pub truncated_lines: IntCounterVec,
     pub abandoned_bytes: IntCounterVec,
+    pub redactions: IntCounterVec,
     queue_records: IntGauge,
     queue_bytes: IntGauge,
     queue_oldest: Gauge,
@@ -135,6 +136,11 @@ impl Metrics {
                 "logferry_agent_tail_abandoned_bytes_total",
                 "Bytes that will never be read, by source and reason: truncated (a file truncated with unread bytes and no copy found), unreadable (a file that could no longer be read).",
                 &["source", "reason"],
+            ),
+            redactions: counters(
+                "logferry_agent_redactions_total",
+                "Values replaced before queueing, by source and detector (a built-in name, or custom.<index> for a source's redact_patterns).",
+                &["source", "detector"],
             ),
             queue_records: gauge(
                 "logferry_agent_queue_records",

@@ -46,6 +46,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Format, SourceConfig, StartAt, TailConfig};
 use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueError};
+use crate::redact::Redactor;
 use checkpoint::{fingerprint, source_key, Checkpoint, FileId};
 pub use discover::Matcher;
 use framer::{Framer, Lines};
@@ -100,6 +101,8 @@ pub struct Tailer {
     sized_at: Instant,
     /// Where compressed copies are unpacked (see `compressed`).
     spool_dir: PathBuf,
+    /// Each source's detectors, by source index.
+    redactors: Vec<Option<Redactor>>,
 }
 
 impl Tailer {
@@ -121,7 +124,15 @@ impl Tailer {
                 warn!("ignoring an unreadable checkpoint");
             }
         }
+        let redactors = sources
+            .iter()
+            .map(|s| {
+                Redactor::new(&s.redact, &s.redact_patterns)
+                    .unwrap_or_else(|e| panic!("source {}: redact was validated: {e}", s.name))
+            })
+            .collect();
         Ok(Tailer {
+            redactors,
             matcher: Matcher::new(&sources),
             buf: vec![0; cfg.read_chunk_bytes],
             cfg,
@@ -567,6 +578,10 @@ impl Tailer {
         } else {
             let source = &self.sources[t.source];
             count_lines(&self.metrics, source, &lines);
+            let lines = match &self.redactors[t.source] {
+                Some(r) => redact(&self.metrics, source, r, lines),
+                None => lines,
+            };
             let origin = origin_for(source, &t.path);
             let count = lines.count;
             let chunk = lines_chunk(origin, lines, t.saved.offset);
@@ -676,6 +691,10 @@ impl Tailer {
         } else {
             let source = &self.sources[t.source];
             count_lines(&self.metrics, source, &lines);
+            let lines = match &self.redactors[t.source] {
+                Some(r) => redact(&self.metrics, source, r, lines),
+                None => lines,
+            };
             let origin = origin_for(source, &t.path);
             let count = lines.count;
             self.queue
@@ -770,6 +789,25 @@ pub fn count_lines(metrics: &Metrics, source: &SourceConfig, lines: &Lines) {
                 .inc_by(bad as u64);
         }
     }
+}
+
+/// `lines` through the source's detectors, their findings counted.
+fn redact(metrics: &Metrics, source: &SourceConfig, r: &Redactor, lines: Lines) -> Lines {
+    let names: Vec<&str> = r.names().collect();
+    let mut found = vec![0; names.len()];
+    let mut data = Vec::with_capacity(lines.data.len());
+    for line in lines.data.split_inclusive(|b| *b == b'\n') {
+        data.extend_from_slice(&r.redact(line, &mut found));
+    }
+    for (name, n) in names.iter().zip(found) {
+        if n > 0 {
+            metrics
+                .redactions
+                .with_label_values(&[source.name.as_str(), name])
+                .inc_by(n);
+        }
+    }
+    Lines { data, ..lines }
 }
 
 fn is_json_object(line: &[u8]) -> bool {

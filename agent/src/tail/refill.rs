@@ -5,8 +5,10 @@
 //! the first chunk to the offset of the second. Those bytes are read again
 //! only when the file (or a file in its directory, where a rotation moved
 //! it) still holds both neighbours' bytes in place around them, and the
-//! hole frames into exactly as many lines as were lost, cut as the source
-//! cuts them. Anything else is left to the loss ledger.
+//! hole frames into exactly as many lines as were lost, cut and redacted
+//! as the source cuts and redacts them. Anything else is left to the loss
+//! ledger (so is a hole next to a line that redaction changed: its bytes
+//! are no longer the file's).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,6 +20,7 @@ use super::framer::{Framer, Lines};
 use super::{find_in_dir, read_full_at};
 use crate::config::SourceConfig;
 use crate::queue::Refill;
+use crate::redact::Redactor;
 
 /// A hole larger than this is not read again (it is counted lost).
 const MAX_HOLE_BYTES: u64 = 256 << 20;
@@ -26,17 +29,23 @@ const ANCHOR_BYTES: usize = 4096;
 /// The lines read again are queued in chunks of about this size.
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// The tailer's `Refill`: each source's line limit, by source name.
+/// The tailer's `Refill`: each source's line limit and detectors, by
+/// source name.
 pub struct FileRefill {
-    max_line: HashMap<String, usize>,
+    sources: HashMap<String, (usize, Option<Redactor>)>,
 }
 
 impl FileRefill {
+    /// Sources whose detectors do not compile (the config was validated)
+    /// are left out: their holes are counted lost, never read unredacted.
     pub fn new(sources: &[SourceConfig]) -> FileRefill {
         FileRefill {
-            max_line: sources
+            sources: sources
                 .iter()
-                .map(|s| (s.name.clone(), s.max_line_bytes))
+                .filter_map(|s| {
+                    let redactor = Redactor::new(&s.redact, &s.redact_patterns).ok()?;
+                    Some((s.name.clone(), (s.max_line_bytes, redactor)))
+                })
                 .collect(),
         }
     }
@@ -59,8 +68,8 @@ impl Refill for FileRefill {
             return Err("the records around them come from different places".into());
         }
         let path = Path::new(&origin.file_path);
-        let &max_line = self
-            .max_line
+        let (max_line, redactor) = self
+            .sources
             .get(&origin.source)
             .ok_or_else(|| format!("source {:?} is no longer configured", origin.source))?;
         if !b.truncated.is_empty() {
@@ -91,7 +100,7 @@ impl Refill for FileRefill {
         let found = find_in_dir(path, |_, p| File::open(p).is_ok_and(|f| anchors(&f)))
             .ok_or_else(|| format!("{}: no file holds these lines any more", path.display()))?;
         let file = File::open(&found).map_err(|e| format!("{}: {e}", found.display()))?;
-        let chunks = read_lines(&file, start, end, max_line)
+        let chunks = read_lines(&file, start, end, *max_line)
             .map_err(|e| format!("{}: {e}", found.display()))?;
         let read: u64 = chunks.iter().map(|(lines, _)| u64::from(lines.count)).sum();
         if read != lost {
@@ -102,7 +111,15 @@ impl Refill for FileRefill {
         }
         Ok(chunks
             .into_iter()
-            .map(|(lines, file_offset)| {
+            .map(|(mut lines, file_offset)| {
+                if let Some(r) = redactor {
+                    let mut found = vec![0; r.names().count()];
+                    lines.data = lines
+                        .data
+                        .split_inclusive(|b| *b == b'\n')
+                        .flat_map(|line| r.redact(line, &mut found).into_owned())
+                        .collect();
+                }
                 let chunk = Chunk {
                     first_seq: 0,
                     origin: Some(origin.clone()),
@@ -239,6 +256,26 @@ mod tests {
         };
         assert_eq!((l.file_offset, l.truncated.as_slice()), (4, &[1][..]));
         assert_eq!(got.iter().map(|(n, _)| n).sum::<u32>(), 3);
+    }
+
+    #[test]
+    fn lines_read_again_are_redacted_as_the_source_redacts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, b"one\nto a@b.io\nend\n").expect("write");
+        let r = FileRefill::new(&[SourceConfig {
+            name: "app".into(),
+            redact: vec!["email".into()],
+            ..SourceConfig::default()
+        }]);
+        let got = r
+            .refill(
+                (&chunk_of(&path, b"one\n", 0), 1),
+                &chunk_of(&path, b"end\n", 14),
+                1,
+            )
+            .expect("read again");
+        assert_eq!(lines(&got), b"to [REDACTED:email]\n");
     }
 
     #[test]

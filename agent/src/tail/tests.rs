@@ -319,6 +319,32 @@ fn a_file_copied_compressed_and_truncated_while_stopped_is_read_from_its_copy() 
 }
 
 #[test]
+fn redacted_values_never_reach_the_queue_and_are_counted() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.sources[0].redact = vec!["email".into(), "card".into()];
+    h.sources[0].redact_patterns = vec![r"token=(\w+)".into()];
+    h.restart();
+    h.append(
+        "a.log",
+        "mail a@b.io twice a@b.io\ncard 4111111111111111 token=abc\nplain\n",
+    );
+    h.settle();
+    assert_eq!(
+        h.delivered,
+        vec![
+            "mail [REDACTED:email] twice [REDACTED:email]",
+            "card [REDACTED:card] token=[REDACTED:custom.0]",
+            "plain"
+        ]
+    );
+    let count = |d: &str| h.metrics.redactions.with_label_values(&["app", d]).get();
+    assert_eq!(
+        (count("email"), count("card"), count("custom.0")),
+        (2, 1, 1)
+    );
+}
+
+#[test]
 fn start_at_end_skips_existing_content_only_the_first_time() {
     let mut h = Harness::unstarted(StartAt::End);
     h.append("a.log", "old line\npartial");
