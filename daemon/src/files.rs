@@ -46,6 +46,22 @@ pub fn read(path: &Path, get: &dyn Fn(&str) -> Option<String>) -> Result<String,
     toml::to_string(&merged).map_err(|e| vec![e.to_string()])
 }
 
+/// What the config set's files look like on disk (path, modification time
+/// and length of each), to notice a change.
+pub fn stamp(path: &Path) -> Vec<(PathBuf, Option<std::time::SystemTime>, u64)> {
+    let mut files = vec![path.to_path_buf()];
+    files.extend(extra_files(path).unwrap_or_default());
+    files
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            let len = meta.map_or(0, |m| m.len());
+            (p, modified, len)
+        })
+        .collect()
+}
+
 /// `<stem>.d/*.toml` beside `path`, in name order; none when there is no
 /// such directory.
 fn extra_files(path: &Path) -> Result<Vec<PathBuf>, Vec<String>> {
@@ -300,7 +316,10 @@ mod tests {
         assert_eq!(names, ["one", "two", "three"]);
         assert_eq!(t["forward"]["batch_timeout_ms"].as_integer(), Some(4320));
         assert_eq!(t["data_dir"].as_str(), Some("/x"));
+        let before = stamp(&main);
+        assert_eq!(before.len(), 3);
         std::fs::write(dir.path().join("agent.d/30-c.toml"), "data_dir = \"/y\"\n").expect("write");
+        assert_ne!(stamp(&main), before, "a new file is a change");
         let err = read(&main, &env).expect_err("set twice");
         assert!(
             err[0].starts_with("data_dir: set again in") && err[0].contains("30-c.toml"),

@@ -346,8 +346,28 @@ fn sentry_test(name: &str, guard: Option<sentry::ClientInitGuard>) -> ExitCode {
     }
 }
 
-/// Runs `run` until SIGTERM or SIGINT cancels its token. SIGHUP reads the
-/// config file at `path` again: when it is valid, the running generation is
+/// How often `supervise` looks at the config files for a change.
+const CONFIG_LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The config at `path` loaded again: when valid, `generation` is stopped
+/// so the next runs with it; when not, the problems are logged.
+fn reload<S: Settings>(path: &Path, generation: &CancellationToken) -> Option<S> {
+    match load::<S>(path) {
+        Ok(s) => {
+            tracing::info!(config = %path.display(), "reloading the configuration");
+            generation.cancel();
+            Some(s)
+        }
+        Err(e) => {
+            tracing::error!("configuration not reloaded; the running one goes on: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `run` until SIGTERM or SIGINT cancels its token. SIGHUP, or a
+/// change to the config set's files (looked at every `CONFIG_LOOK_EVERY`),
+/// reads the config at `path` again: when it is valid, the running generation is
 /// stopped as at SIGTERM and `run` starts again with the new settings, in
 /// the same process (what each program keeps durably carries over, as
 /// across a restart); when it is not, the problems are logged and the
@@ -368,11 +388,23 @@ where
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return run(settings, CancellationToken::new()).await;
     };
+    let mut seen = files::stamp(path);
+    let mut look = tokio::time::interval(CONFIG_LOOK_EVERY);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let generation = CancellationToken::new();
         let mut running = std::pin::pin!(run(settings, generation.clone()));
         let mut next = None;
         let result = loop {
+            let changed = async {
+                loop {
+                    look.tick().await;
+                    let now = files::stamp(path);
+                    if now != seen {
+                        break now;
+                    }
+                }
+            };
             tokio::select! {
                 result = &mut running => break result,
                 _ = term.recv() => {
@@ -383,14 +415,14 @@ where
                     next = None;
                     generation.cancel();
                 }
-                _ = hup.recv(), if !generation.is_cancelled() => match load::<S>(path) {
-                    Ok(s) => {
-                        tracing::info!(config = %path.display(), "reloading the configuration");
-                        next = Some(s);
-                        generation.cancel();
-                    }
-                    Err(e) => tracing::error!("configuration not reloaded; the running one goes on: {e}"),
-                },
+                _ = hup.recv(), if !generation.is_cancelled() => {
+                    next = reload(path, &generation);
+                }
+                now = changed, if !generation.is_cancelled() => {
+                    seen = now;
+                    tracing::info!(config = %path.display(), "the configuration files changed");
+                    next = reload(path, &generation);
+                }
             }
         };
         match next {

@@ -220,7 +220,8 @@ fn collectors_starting_together_on_a_new_database_all_migrate_it() {
 /// SIGHUP reloads the agent's configuration in the same process: a source
 /// added is followed, the old one goes on where it was, every line is stored
 /// once; an invalid file is refused with its problems and the running
-/// configuration goes on. The collector reloads the same way.
+/// configuration goes on. A change to the file reloads without a signal.
+/// The collector reloads the same way.
 #[test]
 fn sighup_reloads_without_losing_or_repeating_a_line() {
     let dir = TempDir::new().expect("tempdir");
@@ -281,13 +282,34 @@ fn sighup_reloads_without_losing_or_repeating_a_line() {
     assert!(wait_until(Duration::from_secs(30), || stored() == 3600));
     assert!(agent.proc.is_running() && agent.proc.pid() == pid);
 
+    // A change to the file is enough, without a signal: a third source.
+    let c = dir.path().join("c");
+    std::fs::create_dir(&c).expect("c");
+    let reloads = || {
+        agent
+            .proc
+            .log_text()
+            .matches("reloading the configuration")
+            .count()
+    };
+    let before = reloads();
+    let three = format!("{text}\n{}\n{}", source("b", &b), source("c", &c));
+    std::fs::write(&config, three).expect("rewrite");
+    assert!(
+        wait_until(Duration::from_secs(10), || reloads() > before),
+        "{}",
+        agent.proc.log_text()
+    );
+    append(&c, 3600, 3700);
+    assert!(wait_until(Duration::from_secs(30), || stored() == 3700));
+
     // The collector reloads the same way, and ingest goes on through it.
     let collector_pid = collector.proc.pid();
     collector.proc.hangup();
-    append(&a, 3600, 4600);
-    let all = wait_until(Duration::from_secs(30), || stored() == 4600);
+    append(&a, 3700, 4700);
+    let all = wait_until(Duration::from_secs(30), || stored() == 4700);
     let log = collector.proc.log_text();
-    assert!(all, "{} of 4600 stored: {log}", stored());
+    assert!(all, "{} of 4700 stored: {log}", stored());
     assert!(log.contains("reloading the configuration"), "{log}");
     assert!(collector.proc.is_running() && collector.proc.pid() == collector_pid);
     assert_eq!(
