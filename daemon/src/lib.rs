@@ -367,9 +367,9 @@ fn reload<S: Settings>(path: &Path, generation: &CancellationToken) -> Option<S>
 
 /// Runs `run` until SIGTERM or SIGINT cancels its token. SIGHUP, or a
 /// change to the config set's files (looked at every `CONFIG_LOOK_EVERY`),
-/// reads the config at `path` again: when it is valid, the running generation is
-/// stopped as at SIGTERM and `run` starts again with the new settings, in
-/// the same process (what each program keeps durably carries over, as
+/// reads the config at `path` again: when it is valid, the running
+/// generation is stopped as at SIGTERM and `run` starts again with the new
+/// settings, in the same process (what each program keeps durably carries over, as
 /// across a restart); when it is not, the problems are logged and the
 /// running generation goes on. Logging and Sentry keep the settings they
 /// started with.
@@ -416,6 +416,8 @@ where
                     generation.cancel();
                 }
                 _ = hup.recv(), if !generation.is_cancelled() => {
+                    // What is read now is what the next look compares with.
+                    seen = files::stamp(path);
                     next = reload(path, &generation);
                 }
                 now = changed, if !generation.is_cancelled() => {
