@@ -590,6 +590,7 @@ fn a_damaged_queue_is_quarantined_refilled_and_shipping_goes_on() {
         .split_once(" of them read again from their files")
         .and_then(|(before, _)| before.rsplit('(').next()?.parse().ok())
         .unwrap_or(0);
+    eprintln!("recovery: {refilled} of 4000 queued records read again from the file");
     assert!(refilled > 0 && refilled < 4000, "{log}");
     assert_eq!(lost(), 0, "{log}");
     assert!(
