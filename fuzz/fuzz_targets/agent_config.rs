@@ -10,6 +10,10 @@ use logferry_daemon::Settings;
 #[allow(dead_code)]
 #[path = "../../agent/src/config.rs"]
 mod config;
+// What config.rs validates sources' redaction with.
+#[allow(dead_code)]
+#[path = "../../agent/src/redact.rs"]
+mod redact;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
