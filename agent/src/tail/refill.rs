@@ -97,15 +97,21 @@ impl Refill for FileRefill {
             matches_at(file, tail(&b.data), start - tail(&b.data).len() as u64)
                 && matches_at(file, head(&a.data), end)
         };
-        let found = find_in_dir(path, |_, p| File::open(p).is_ok_and(|f| anchors(&f)))
-            .ok_or_else(|| format!("{}: no file holds these lines any more", path.display()))?;
+        let found = find_in_dir(path, |_, p| File::open(p).is_ok_and(|f| anchors(&f))).ok_or_else(
+            || {
+                format!(
+                    "{} bytes {start}..{end}: no file holds these lines any more",
+                    path.display()
+                )
+            },
+        )?;
         let file = File::open(&found).map_err(|e| format!("{}: {e}", found.display()))?;
         let chunks = read_lines(&file, start, end, *max_line)
             .map_err(|e| format!("{}: {e}", found.display()))?;
         let read: u64 = chunks.iter().map(|(lines, _)| u64::from(lines.count)).sum();
         if read != lost {
             return Err(format!(
-                "{}: {read} lines where {lost} were lost",
+                "{} bytes {start}..{end}: {read} lines where {lost} were lost",
                 found.display()
             ));
         }
