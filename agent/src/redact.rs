@@ -90,6 +90,15 @@ impl Redactor {
         self.detectors.iter().map(|d| d.name.as_str())
     }
 
+    /// Every line of `data` (each ending with its newline) through `redact`.
+    pub fn redact_lines(&self, data: &[u8], found: &mut [u64]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len());
+        for line in data.split_inclusive(|b| *b == b'\n') {
+            out.extend_from_slice(&self.redact(line, found));
+        }
+        out
+    }
+
     /// `line` with what the detectors find replaced; `found[i]` grows by
     /// the replacements of detector `i`.
     pub fn redact<'a>(&self, line: &'a [u8], found: &mut [u64]) -> Cow<'a, [u8]> {

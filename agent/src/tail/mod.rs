@@ -795,10 +795,7 @@ pub fn count_lines(metrics: &Metrics, source: &SourceConfig, lines: &Lines) {
 fn redact(metrics: &Metrics, source: &SourceConfig, r: &Redactor, lines: Lines) -> Lines {
     let names: Vec<&str> = r.names().collect();
     let mut found = vec![0; names.len()];
-    let mut data = Vec::with_capacity(lines.data.len());
-    for line in lines.data.split_inclusive(|b| *b == b'\n') {
-        data.extend_from_slice(&r.redact(line, &mut found));
-    }
+    let data = r.redact_lines(&lines.data, &mut found);
     for (name, n) in names.iter().zip(found) {
         if n > 0 {
             metrics

@@ -120,11 +120,7 @@ impl Refill for FileRefill {
             .map(|(mut lines, file_offset)| {
                 if let Some(r) = redactor {
                     let mut found = vec![0; r.names().count()];
-                    lines.data = lines
-                        .data
-                        .split_inclusive(|b| *b == b'\n')
-                        .flat_map(|line| r.redact(line, &mut found).into_owned())
-                        .collect();
+                    lines.data = r.redact_lines(&lines.data, &mut found);
                 }
                 let chunk = Chunk {
                     first_seq: 0,
