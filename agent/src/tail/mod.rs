@@ -6,7 +6,9 @@
 //! queue together with the file's new checkpoint in one atomic write. The
 //! position in memory may run ahead of the checkpoint (an incomplete line),
 //! never the other way round; after a crash the file is read again from the
-//! checkpoint, which is exactly where the queue ends.
+//! checkpoint, which is exactly where the queue ends. A file's checkpoint
+//! is written as soon as it is followed, before its first read, so that a
+//! crash before that read does not forget the file (see `register`).
 //!
 //! Rotation:
 //! - by rename: the open file keeps its inode, so it is read to its end
@@ -354,12 +356,16 @@ impl Tailer {
                 && initial
                 && source.start_at == StartAt::End
                 && !self.seen_sources.contains(&source.name);
+            let fresh = ckpt.is_none();
             let ckpt = match ckpt {
                 Some(c) => Some(c),
                 None if start_at_end => Some(end_checkpoint(&found.path)),
                 None => None,
             };
             self.open(found.id, found.source, found.path, ckpt)?;
+            if fresh {
+                self.register(found.id)?;
+            }
         }
         let now = Instant::now();
         for t in self.files.values_mut() {
@@ -427,6 +433,23 @@ impl Tailer {
                 behind_since: None,
             },
         );
+    }
+
+    /// Makes a newly followed file's checkpoint durable before anything
+    /// of it is read, with the fingerprint of what it holds now: a crash
+    /// before its first read (tailing paused, say) followed by a rotation
+    /// would otherwise leave no record of the file, and its lines would
+    /// never be read; a `start_at = "end"` position would be forgotten.
+    fn register(&mut self, id: FileId) -> Result<(), QueueError> {
+        let Some(t) = self.files.get_mut(&id) else {
+            return Ok(());
+        };
+        let mut head = vec![0; self.cfg.fingerprint_bytes];
+        if let Ok(n) = read_full_at(&t.file, &mut head, 0) {
+            t.saved.fp_len = n as u32;
+            t.saved.fp = fingerprint(&head[..n]);
+        }
+        self.queue.put_checkpoint(&id.key(), &t.saved.encode())
     }
 
     /// One read from each file, rotated-away files first. True when any

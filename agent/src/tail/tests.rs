@@ -268,6 +268,35 @@ fn rename_keeps_the_position_across_a_restart() {
     );
 }
 
+#[test]
+fn a_file_found_but_not_yet_read_is_finished_after_a_crash_and_its_rotation() {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.append("a.log", "one\n");
+    // A rescan finds the file; the agent is killed before its first read
+    // (tailing paused for a full queue, say) ...
+    h.tailer().rescan(false).expect("rescan");
+    h.tailer = None;
+    // ... and the file is rotated away meanwhile.
+    h.append("a.log", "two\n");
+    std::fs::rename(h.path("a.log"), h.path("a.log.1")).expect("rename");
+    h.append("a.log", "three\n");
+    h.restart();
+    h.settle();
+    assert_eq!(h.delivered, vec!["one", "two", "three"]);
+}
+
+#[test]
+fn start_at_end_holds_across_a_crash_before_the_first_new_line() {
+    let mut h = Harness::unstarted(StartAt::End);
+    h.append("a.log", "old\n");
+    h.restart();
+    h.tailer = None;
+    h.append("a.log", "new\n");
+    h.restart();
+    h.settle();
+    assert_eq!(h.delivered, vec!["new"]);
+}
+
 fn gzip(from: &Path, to: &Path) {
     let data = std::fs::read(from).expect("read");
     let out = std::fs::File::create(to).expect("create");
