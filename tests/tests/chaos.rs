@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use logferry_e2e::{seed_line, wait_until, Agent, ClickHouse, Collector, PartitionProxy, TempDir};
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 const FILES: [&str; 4] = ["a", "b", "c", "d"];
 /// Most lines a second, all files together.
@@ -213,7 +213,15 @@ fn every_line_arrives_exactly_once_through_rotations_crashes_partitions_and_outa
         Fault::Partition { reset: true },
     ];
     faults.extend(std::iter::repeat_n(Fault::KillAgent(None), 7));
-    let mut rng = rand::rng();
+    // The schedule (order, moments, how long processes stay down) follows
+    // from one seed, printed so that a failing schedule can be run again.
+    let seed: u64 = std::env::var("LOGFERRY_CHAOS_SEED")
+        .ok()
+        .map_or_else(rand::random, |v| {
+            v.parse().expect("LOGFERRY_CHAOS_SEED is a number")
+        });
+    eprintln!("fault schedule: LOGFERRY_CHAOS_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     faults.shuffle(&mut rng);
     // The queue must fill while ClickHouse is away: lines are still
     // being written then.
@@ -287,6 +295,26 @@ fn every_line_arrives_exactly_once_through_rotations_crashes_partitions_and_outa
     // Late duplicates would show up now.
     std::thread::sleep(Duration::from_secs(3));
     let log = agent.proc.log_text();
+    if !arrived || count() != total {
+        for file in FILES {
+            eprintln!("{file}: {}", gaps(&ch, file, per_file));
+        }
+        // What the agent still holds, set aside or counted as lost.
+        eprintln!("agent running: {}", agent.proc.is_running());
+        let metrics = std::process::Command::new("curl")
+            .args(["-sf", &agent.metrics_url()])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for line in metrics.lines().filter(|l| {
+            !l.starts_with('#')
+                && ["queue", "dead_letter", "abandoned", "truncations", "lost"]
+                    .iter()
+                    .any(|k| l.contains(k))
+        }) {
+            eprintln!("agent: {line}");
+        }
+    }
     assert!(arrived, "only {} of {total} lines arrived\n{log}", count());
     for (i, file) in FILES.iter().enumerate() {
         let got = ch.query(&format!(
@@ -317,4 +345,46 @@ fn every_line_arrives_exactly_once_through_rotations_crashes_partitions_and_outa
         took < Duration::from_secs(6),
         "graceful shutdown took {took:?}"
     );
+}
+
+/// Which of a file's line numbers are missing and which are stored more
+/// than once, as ranges, to tell a failure's cause from its shape.
+fn gaps(ch: &ClickHouse, file: &str, per_file: u64) -> String {
+    let rows = ch.query(&format!(
+        "SELECT toUInt64(substring(body, {})) AS n, count() FROM chaos.logs \
+         WHERE body LIKE '{file} line %' GROUP BY n ORDER BY n",
+        format!("{file} line ").len() + 1
+    ));
+    let mut seen = vec![0u32; per_file as usize];
+    for row in rows.lines() {
+        let mut cols = row.split('\t');
+        let (Some(n), Some(c)) = (cols.next(), cols.next()) else {
+            continue;
+        };
+        if let (Ok(n), Ok(c)) = (n.parse::<usize>(), c.parse::<u32>()) {
+            if n < seen.len() {
+                seen[n] = c;
+            }
+        }
+    }
+    let ranges = |pick: &dyn Fn(u32) -> bool| {
+        let mut out = Vec::new();
+        let mut start = None;
+        for n in 0..=seen.len() {
+            match (seen.get(n).is_some_and(|c| pick(*c)), start) {
+                (true, None) => start = Some(n),
+                (false, Some(s)) => {
+                    out.push(format!("{s}..={}", n - 1));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        out.join(", ")
+    };
+    format!(
+        "missing [{}], stored twice or more [{}]",
+        ranges(&|c| c == 0),
+        ranges(&|c| c > 1)
+    )
 }
