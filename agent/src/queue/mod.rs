@@ -582,6 +582,20 @@ impl Queue {
         Ok(())
     }
 
+    /// Writes several checkpoints in one write (files found by one scan:
+    /// one sync, however many there are).
+    pub fn put_checkpoints(&self, items: &[(Vec<u8>, Vec<u8>)]) -> Result<(), QueueError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for (k, v) in items {
+            batch.put_cf(cf(&self.db, CF_CHECKPOINTS), k, v);
+        }
+        self.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
+
     pub fn delete_checkpoint(&self, key: &[u8]) -> Result<(), QueueError> {
         self.db.delete_cf(cf(&self.db, CF_CHECKPOINTS), key)?;
         Ok(())

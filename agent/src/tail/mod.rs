@@ -339,6 +339,7 @@ impl Tailer {
         for t in self.files.values_mut() {
             t.matched = false;
         }
+        let mut fresh = Vec::new();
         for found in self.matcher.scan() {
             if let Some(t) = self.files.get_mut(&found.id) {
                 t.matched = true;
@@ -356,17 +357,17 @@ impl Tailer {
                 && initial
                 && source.start_at == StartAt::End
                 && !self.seen_sources.contains(&source.name);
-            let fresh = ckpt.is_none();
+            if ckpt.is_none() {
+                fresh.push(found.id);
+            }
             let ckpt = match ckpt {
                 Some(c) => Some(c),
                 None if start_at_end => Some(end_checkpoint(&found.path)),
                 None => None,
             };
             self.open(found.id, found.source, found.path, ckpt)?;
-            if fresh {
-                self.register(found.id)?;
-            }
         }
+        self.register(&fresh)?;
         let now = Instant::now();
         for t in self.files.values_mut() {
             if !t.matched && t.unmatched_since.is_none() {
@@ -435,21 +436,26 @@ impl Tailer {
         );
     }
 
-    /// Makes a newly followed file's checkpoint durable before anything
-    /// of it is read, with the fingerprint of what it holds now: a crash
-    /// before its first read (tailing paused, say) followed by a rotation
-    /// would otherwise leave no record of the file, and its lines would
-    /// never be read; a `start_at = "end"` position would be forgotten.
-    fn register(&mut self, id: FileId) -> Result<(), QueueError> {
-        let Some(t) = self.files.get_mut(&id) else {
-            return Ok(());
-        };
+    /// Makes newly followed files' checkpoints durable before anything of
+    /// them is read, each with the fingerprint of what it holds now, in one
+    /// write: a crash before a file's first read (tailing paused, say)
+    /// followed by a rotation would otherwise leave no record of the file,
+    /// and its lines would never be read; a `start_at = "end"` position
+    /// would be forgotten.
+    fn register(&mut self, ids: &[FileId]) -> Result<(), QueueError> {
         let mut head = vec![0; self.cfg.fingerprint_bytes];
-        if let Ok(n) = read_full_at(&t.file, &mut head, 0) {
-            t.saved.fp_len = n as u32;
-            t.saved.fp = fingerprint(&head[..n]);
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(t) = self.files.get_mut(id) else {
+                continue;
+            };
+            if let Ok(n) = read_full_at(&t.file, &mut head, 0) {
+                t.saved.fp_len = n as u32;
+                t.saved.fp = fingerprint(&head[..n]);
+            }
+            items.push((id.key().to_vec(), t.saved.encode()));
         }
-        self.queue.put_checkpoint(&id.key(), &t.saved.encode())
+        self.queue.put_checkpoints(&items)
     }
 
     /// One read from each file, rotated-away files first. True when any
