@@ -295,7 +295,20 @@ fn every_line_arrives_exactly_once_through_rotations_crashes_partitions_and_outa
     // Late duplicates would show up now.
     std::thread::sleep(Duration::from_secs(3));
     let log = agent.proc.log_text();
-    if !arrived || count() != total {
+    let per_file_sums: Vec<(String, String)> = FILES
+        .iter()
+        .map(|file| {
+            let got = ch.query(&format!(
+                "SELECT count(), uniqExact(body), sum(cityHash64(body)), countIf(http_status = 500) FROM chaos.logs WHERE body LIKE '{file} line %'"
+            ));
+            let want = ch.query(&format!(
+                "SELECT {per_file}, {per_file}, sum(cityHash64(concat('{file} line ', toString(number)))), {} FROM numbers({per_file})",
+                per_file.div_ceil(10)
+            ));
+            (got, want)
+        })
+        .collect();
+    if !arrived || count() != total || per_file_sums.iter().any(|(got, want)| got != want) {
         for file in FILES {
             eprintln!("{file}: {}", gaps(&ch, file, per_file));
         }
@@ -316,18 +329,8 @@ fn every_line_arrives_exactly_once_through_rotations_crashes_partitions_and_outa
         }
     }
     assert!(arrived, "only {} of {total} lines arrived\n{log}", count());
-    for (i, file) in FILES.iter().enumerate() {
-        let got = ch.query(&format!(
-            "SELECT count(), uniqExact(body), sum(cityHash64(body)), countIf(http_status = 500) FROM chaos.logs WHERE body LIKE '{file} line %'"
-        ));
-        let want = ch.query(&format!(
-            "SELECT {per_file}, {per_file}, sum(cityHash64(concat('{file} line ', toString(number)))), {} FROM numbers({per_file})",
-            per_file.div_ceil(10)
-        ));
-        assert_eq!(
-            got, want,
-            "file {file} (#{i}): count, distinct, checksum, errors"
-        );
+    for (file, (got, want)) in FILES.iter().zip(&per_file_sums) {
+        assert_eq!(got, want, "file {file}: count, distinct, checksum, errors");
     }
     assert_eq!(count(), total, "no duplicates, nothing else");
     eprintln!(
