@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use logferry_daemon::error_chain;
 use logferry_proto::push_service_server::PushServiceServer;
 use logferry_proto::KeyValue;
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -198,7 +199,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         done = async { push.as_mut().expect("guarded").await }, if push.is_some() => {
             push = None;
             if let Ok(Err(e)) = done {
-                error!(error = %e, "push receiver failed");
+                error!(error = %error_chain(&e), "push receiver failed");
             }
             Some("the push receiver stopped")
         }

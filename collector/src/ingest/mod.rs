@@ -338,7 +338,7 @@ impl Ingest {
         if !fresh.is_empty() {
             if let Err(e) = store.insert_patterns(&fresh).await {
                 self.patterns.forget(&fresh);
-                warn!(error = %e, "cannot register new message patterns; will retry");
+                warn!(error = %error_chain(&e), "cannot register new message patterns; will retry");
             }
         }
         Ok(ExportResponse {
@@ -423,7 +423,7 @@ impl Ingest {
         let store = store.clone();
         self.background.spawn(async move {
             if let Err(e) = store.insert_agent_report(&row).await {
-                debug!(error = %e, "cannot record an agent's report");
+                debug!(error = %error_chain(&e), "cannot record an agent's report");
             }
         });
     }
