@@ -794,7 +794,9 @@ async fn a_retry_waits_while_an_insert_of_its_batch_still_runs_on_the_server() {
             .collect()
     };
     // Two batches whose earlier attempts, on a collector since gone, ran
-    // out of time: their pending entries expired a minute ago.
+    // out of time: their pending entries expired a minute ago. They are
+    // recorded now, as a collector records them: an entry dated 1970 lies
+    // in a partition the collector's retention drops at its first run.
     let expired = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -802,8 +804,8 @@ async fn a_retry_waits_while_an_insert_of_its_batch_still_runs_on_the_server() {
         - 60_000;
     for first in [1, 101] {
         ch.query(&format!(
-            "INSERT INTO running.ingest_batches (tenant, agent_id, first_seq, last_seq, state, collector_id, deadline_ms, records) \
-             VALUES ('default', 'agent-r', {first}, {}, 1, 'gone', {expired}, 100)",
+            "INSERT INTO running.ingest_batches (tenant, agent_id, first_seq, last_seq, state, collector_id, deadline_ms, records, recorded_at) \
+             VALUES ('default', 'agent-r', {first}, {}, 1, 'gone', {expired}, 100, now())",
             first + 99
         ));
     }
