@@ -7,20 +7,9 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use logferry_analysis::{patterns, security};
-use serde::Serialize;
-
 use crate::record::LogRow;
-
-/// A template as stored in `patterns`.
-#[derive(Debug, Clone, PartialEq, Serialize, clickhouse::Row)]
-pub struct PatternRow {
-    pub tenant: String,
-    pub pattern_id: u64,
-    pub template: String,
-    pub first_seen: u32,
-    pub collector_id: String,
-}
+use crate::store::PatternRow;
+use logferry_analysis::{patterns, security};
 
 /// Stamps a row; returns its template so the caller can register it.
 pub fn stamp(row: &mut LogRow) -> patterns::Template {

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use logferry_daemon::{LogConfig, Settings};
 use serde::Deserialize;
 
-use crate::alerts::rules::RuleSpec;
+pub use crate::alerts::config::AlertsConfig;
+use crate::store::search::ReadLimits;
+pub use crate::store::ClickHouseConfig;
 
 pub const ENV_CLICKHOUSE_URL: &str = "LOGFERRY_CLICKHOUSE_URL";
 pub const ENV_CLICKHOUSE_USER: &str = "LOGFERRY_CLICKHOUSE_USER";
@@ -142,6 +144,16 @@ pub struct ApiConfig {
     pub header_read_timeout_ms: u64,
 }
 
+impl ApiConfig {
+    /// The bounds every read through the API runs under.
+    pub fn read_limits(&self) -> ReadLimits {
+        ReadLimits {
+            max_execution_time: std::time::Duration::from_millis(self.max_execution_time_ms),
+            max_rows_to_read: self.max_rows_to_read,
+        }
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
@@ -199,50 +211,6 @@ pub struct TlsConfig {
     pub client_cert_required: bool,
 }
 
-#[derive(Clone, Deserialize)]
-#[serde(default)]
-pub struct ClickHouseConfig {
-    /// HTTP interface of the server; `https://` verifies the server's
-    /// certificate against the system roots, or `ca_file`.
-    pub url: String,
-    pub database: String,
-    pub user: String,
-    pub password: String,
-    /// PEM CA bundle to verify an `https://` server with, instead of the
-    /// system roots.
-    pub ca_file: String,
-    /// PEM client certificate and key, for servers that ask for one.
-    pub cert_file: String,
-    pub key_file: String,
-}
-
-impl std::fmt::Debug for ClickHouseConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClickHouseConfig")
-            .field("url", &self.url)
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .field("ca_file", &self.ca_file)
-            .field("cert_file", &self.cert_file)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for ClickHouseConfig {
-    fn default() -> Self {
-        ClickHouseConfig {
-            url: "http://127.0.0.1:8123".into(),
-            database: "logferry".into(),
-            user: "default".into(),
-            password: String::new(),
-            ca_file: String::new(),
-            cert_file: String::new(),
-            key_file: String::new(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RetentionConfig {
@@ -257,200 +225,6 @@ impl Default for RetentionConfig {
             days: 30,
             check_interval_s: 3600,
         }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct AlertsConfig {
-    /// Take part in alert evaluation. One collector evaluates at a time
-    /// (a lease in ClickHouse); `false` keeps this one out of it.
-    pub enabled: bool,
-    /// How often rules are evaluated.
-    pub interval_s: u64,
-    /// How long the evaluator's lease lasts without renewal: a collector
-    /// that dies hands over within this plus one renewal period.
-    pub lease_ttl_s: u64,
-    /// The four rules of our users' old stack (errors, failed logins, slow
-    /// responses, security events), for every tenant.
-    pub default_rules: bool,
-    /// Rules of the config file; the API adds more.
-    pub rules: Vec<RuleSpec>,
-    pub channels: Vec<ChannelConfig>,
-    /// Attempts per notification, with exponential backoff from `backoff_ms`.
-    pub max_attempts: u32,
-    pub backoff_ms: u64,
-    pub timeout_ms: u64,
-    /// Forward each new error group found in the logs to this Sentry
-    /// project (a rule for every tenant with its own Sentry channel).
-    pub sentry_forward_dsn: String,
-    /// At most this many forwarded error groups per minute.
-    pub sentry_forward_max_per_minute: u32,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            enabled: true,
-            interval_s: 30,
-            lease_ttl_s: 30,
-            default_rules: true,
-            rules: Vec::new(),
-            channels: Vec::new(),
-            max_attempts: 5,
-            backoff_ms: 1000,
-            timeout_ms: 10_000,
-            sentry_forward_dsn: String::new(),
-            sentry_forward_max_per_minute: 10,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChannelKind {
-    /// JSON POST signed with HMAC-SHA256 (`secret`).
-    Webhook,
-    /// A Slack incoming webhook (`url`).
-    Slack,
-    /// PagerDuty Events API v2 (`routing_key`; `url` defaults to PagerDuty's).
-    Pagerduty,
-    /// One Sentry event per firing (`dsn`).
-    Sentry,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelConfig {
-    pub name: String,
-    pub kind: ChannelKind,
-    #[serde(default)]
-    pub url: String,
-    /// Webhook: the HMAC key receivers verify `X-Logferry-Signature` with.
-    #[serde(default)]
-    pub secret: String,
-    /// PagerDuty: the integration's routing key.
-    #[serde(default)]
-    pub routing_key: String,
-    /// Sentry: the project's DSN.
-    #[serde(default)]
-    pub dsn: String,
-    /// Notifications per minute beyond which they are dropped (and the
-    /// drop recorded); 0: no limit.
-    #[serde(default)]
-    pub max_per_minute: u32,
-}
-
-impl std::fmt::Debug for ChannelConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChannelConfig")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("max_per_minute", &self.max_per_minute)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The channel, and the rule's name, of `sentry_forward_dsn`.
-pub const SENTRY_FORWARD: &str = "sentry-forward";
-
-impl AlertsConfig {
-    /// The channels and rules with error-group forwarding added when
-    /// `sentry_forward_dsn` is set: a rule for every tenant that sends each
-    /// new error group (one event per group) to its own rate-limited
-    /// Sentry channel.
-    pub fn with_forwarding(mut self) -> AlertsConfig {
-        if self.sentry_forward_dsn.is_empty() {
-            return self;
-        }
-        self.channels.push(ChannelConfig {
-            name: SENTRY_FORWARD.into(),
-            kind: ChannelKind::Sentry,
-            url: String::new(),
-            secret: String::new(),
-            routing_key: String::new(),
-            dsn: self.sentry_forward_dsn.clone(),
-            max_per_minute: self.sentry_forward_max_per_minute,
-        });
-        self.rules.push(RuleSpec {
-            channels: vec![SENTRY_FORWARD.into()],
-            ..RuleSpec::new(
-                SENTRY_FORWARD,
-                crate::alerts::rules::EVERY_TENANT,
-                crate::alerts::rules::Kind::NewErrorGroup,
-                0.0,
-                300,
-                crate::alerts::rules::Severity::Error,
-            )
-        });
-        self
-    }
-
-    fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.interval_s == 0 || self.lease_ttl_s < 3 || self.max_attempts == 0 {
-            p.push(
-                "alerts: interval_s and max_attempts must be positive, lease_ttl_s at least 3"
-                    .into(),
-            );
-        }
-        if !self.sentry_forward_dsn.is_empty()
-            && crate::alerts::notify::SentryTarget::parse(&self.sentry_forward_dsn).is_none()
-        {
-            p.push("alerts.sentry_forward_dsn: not a Sentry DSN like https://key@host/42".into());
-        }
-        let names: Vec<String> = self.channels.iter().map(|c| c.name.clone()).collect();
-        for (i, c) in self.channels.iter().enumerate() {
-            let at = format!("alerts.channels[{i}] `{}`", c.name);
-            if c.name.is_empty() || names[..i].contains(&c.name) || c.name == SENTRY_FORWARD {
-                p.push(format!(
-                    "{at}: needs a unique name (not `{SENTRY_FORWARD}`)"
-                ));
-            }
-            let url_ok = c.url.starts_with("http://") || c.url.starts_with("https://");
-            match c.kind {
-                ChannelKind::Webhook if !url_ok || c.secret.len() < 16 => p.push(format!(
-                    "{at}: a webhook needs an http(s) url and a secret of 16 characters or more"
-                )),
-                ChannelKind::Slack if !url_ok => p.push(format!(
-                    "{at}: a Slack channel needs its incoming-webhook url"
-                )),
-                ChannelKind::Pagerduty
-                    if c.routing_key.is_empty() || !(c.url.is_empty() || url_ok) =>
-                {
-                    p.push(format!(
-                        "{at}: PagerDuty needs a routing_key (and an http(s) url if set)"
-                    ))
-                }
-                ChannelKind::Sentry
-                    if crate::alerts::notify::SentryTarget::parse(&c.dsn).is_none() =>
-                {
-                    p.push(format!(
-                        "{at}: `dsn` is not a Sentry DSN like https://key@host/42"
-                    ))
-                }
-                _ => {}
-            }
-        }
-        let mut seen: Vec<(String, String)> = Vec::new();
-        for r in crate::alerts::rules::defaults()
-            .into_iter()
-            .filter(|_| self.default_rules)
-            .chain(self.rules.iter().cloned())
-        {
-            for problem in r.problems(&names) {
-                p.push(format!("alerts.rules `{}`: {problem}", r.name));
-            }
-            let key = (r.tenant.clone(), r.name.clone());
-            if seen.contains(&key) {
-                p.push(format!(
-                    "alerts.rules `{}`: a second rule with this name for tenant `{}` (set default_rules = false to replace a default)",
-                    r.name, r.tenant
-                ));
-            }
-            seen.push(key);
-        }
-        p
     }
 }
 

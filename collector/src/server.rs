@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::analytics::Analytics;
 use crate::api::{grpc, http, Service};
 use crate::auth::Auth;
 use crate::background::Background;
@@ -62,14 +63,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let alerts = config.alerts.clone().with_forwarding();
     let catalog = Arc::new(crate::alerts::Catalog::new(&alerts));
-    let mut service =
-        Service::new(store_rx.clone(), auth, config.api.clone()).with_alerts(Arc::clone(&catalog));
-    if !config.api.geoip_mmdb.is_empty() {
-        service = service.with_geoip(crate::geoip::GeoIp::open(std::path::Path::new(
-            &config.api.geoip_mmdb,
-        ))?);
-    }
-    let service = Arc::new(service);
+    let geoip = match config.api.geoip_mmdb.as_str() {
+        "" => None,
+        path => Some(crate::geoip::GeoIp::open(std::path::Path::new(path))?),
+    };
+    let analytics = Arc::new(Analytics::new(config.api.read_limits(), geoip));
+    let service = Arc::new(Service::new(
+        store_rx.clone(),
+        auth,
+        config.api.clone(),
+        Arc::clone(&analytics),
+        Arc::clone(&catalog),
+    ));
 
     let stop_serving = CancellationToken::new();
     let mut servers = Servers {
@@ -166,7 +171,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             let evaluator = crate::alerts::Evaluator::new(
                 alerts.clone(),
                 catalog,
-                Arc::clone(&service),
+                analytics,
                 Arc::new(notifier),
                 Arc::clone(&metrics),
                 collector_id.clone(),

@@ -9,6 +9,8 @@
 //! Alert states live in `alert_states`, written before notifications are
 //! sent, so the next holder neither repeats nor forgets what was sent.
 
+mod aggregate;
+pub mod config;
 pub mod notify;
 pub mod rules;
 pub mod state;
@@ -23,13 +25,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
-use crate::api::Service;
-use crate::config::AlertsConfig;
+use crate::analytics::{self, Analytics, ErrorGroup};
+use crate::clock::now_ns;
 use crate::metrics::Metrics;
 use crate::query::sql::{Sql, Value};
 use crate::store::alerts::{HistoryRow, Observation, SilenceRow, StateRow};
 use crate::store::analytics::Window;
-use crate::store::{now_ns, Store};
+use crate::store::Store;
+pub use config::AlertsConfig;
 use notify::{Notification, Notifier};
 use rules::{Kind, RuleSpec, EVERY_TENANT};
 use state::{Alert, State, Timing};
@@ -172,7 +175,7 @@ impl Lease {
 pub struct Evaluator {
     config: AlertsConfig,
     catalog: Arc<Catalog>,
-    service: Arc<Service>,
+    analytics: Arc<Analytics>,
     notifier: Arc<Notifier>,
     metrics: Arc<Metrics>,
     collector_id: String,
@@ -182,7 +185,7 @@ impl Evaluator {
     pub fn new(
         config: AlertsConfig,
         catalog: Arc<Catalog>,
-        service: Arc<Service>,
+        analytics: Arc<Analytics>,
         notifier: Arc<Notifier>,
         metrics: Arc<Metrics>,
         collector_id: String,
@@ -190,7 +193,7 @@ impl Evaluator {
         Evaluator {
             config,
             catalog,
-            service,
+            analytics,
             notifier,
             metrics,
             collector_id,
@@ -453,11 +456,11 @@ impl Evaluator {
             tenants: Sql::new("tenant = ?", vec![Value::Str(tenant.into())]),
             only,
         };
-        let limits = self.service.limits();
+        let limits = self.analytics.limits();
         Ok(match rule.kind {
             Kind::NewErrorGroup => self
-                .service
-                .error_groups(&w, 1000)
+                .analytics
+                .error_groups(store, &w, 1000)
                 .await?
                 .into_iter()
                 .filter(|g| g.new && g.count as f64 > rule.threshold)
@@ -471,13 +474,10 @@ impl Evaluator {
                     ..w.clone()
                 };
                 let (now, before) = tokio::try_join!(
-                    self.service.error_groups(&w, 1000),
-                    self.service.error_groups(&quiet, 1000),
+                    self.analytics.error_groups(store, &w, 1000),
+                    self.analytics.error_groups(store, &quiet, 1000),
                 )?;
                 let before: BTreeSet<String> = before.into_iter().map(|g| g.id).collect();
-                let quiet_from = chrono::DateTime::from_timestamp(quiet_from as i64, 0)
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default();
                 now.into_iter()
                     .filter(|g| {
                         !g.new
@@ -492,7 +492,7 @@ impl Evaluator {
                 .ip_activity(&w, limits)
                 .await?
                 .iter()
-                .map(crate::api::analytics::suspicion)
+                .map(analytics::suspicion)
                 .filter(|s| s.score as f64 > rule.threshold)
                 .map(|s| Observation {
                     key: s.ip,
@@ -501,19 +501,22 @@ impl Evaluator {
                     attributes: serde_json::Value::Null,
                 })
                 .collect(),
-            _ => store.observe(rule, &w, limits).await?,
+            _ => {
+                let (sql, parts) = aggregate::aggregation(rule, &w, store.dialect())?;
+                store.observations(&sql, &parts, limits).await?
+            }
         })
     }
 }
 
 /// An error group as an observation: its id, count and sample, and what
 /// the errors view knows of it.
-fn group_observation(g: crate::api::analytics::ErrorGroup) -> Observation {
+fn group_observation(g: ErrorGroup) -> Observation {
     Observation {
         value: g.count as f64,
         attributes: serde_json::json!({
             "template": g.template,
-            "first_seen": g.first_seen,
+            "first_seen": crate::clock::rfc3339_s(g.first_seen),
             "services": g.services,
             "hosts": g.hosts,
             "request_ids": g.request_ids,

@@ -16,13 +16,14 @@ use sha2::Sha256;
 use tokio::sync::{watch, Semaphore};
 use tracing::warn;
 
+use super::config::{AlertsConfig, ChannelConfig, ChannelKind};
 use super::state::Notice;
 use crate::background::Background;
-use crate::config::{AlertsConfig, ChannelConfig, ChannelKind};
+use crate::clock::{now_ns, now_s, rfc3339_s};
 use crate::metrics::Metrics;
 use crate::store::alerts::HistoryRow;
-use crate::store::{now_ns, Store};
-pub use logferry_daemon::report::SentryTarget;
+use crate::store::Store;
+use logferry_daemon::report::SentryTarget;
 
 /// What happened to one alert, for every channel.
 #[derive(Debug, Clone, Serialize)]
@@ -90,9 +91,9 @@ impl Notification {
             value: alert.value,
             summary,
             sample,
-            since: rfc(alert.since_s),
-            fired_at: rfc(alert.fired_at_s),
-            sent_at: rfc(now_ns() / 1_000_000_000),
+            since: rfc3339_s(alert.since_s),
+            fired_at: rfc3339_s(alert.fired_at_s),
+            sent_at: rfc3339_s(now_s()),
             key: format!("logferry/{tenant}/{rule_id}/{group}"),
             attributes: serde_json::Value::Null,
         }
@@ -105,12 +106,6 @@ impl Notification {
             _ => "firing",
         }
     }
-}
-
-fn rfc(s: u64) -> String {
-    chrono::DateTime::from_timestamp(s as i64, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
 }
 
 /// `X-Logferry-Signature`: `v1=` and the hex HMAC-SHA256, keyed with the
@@ -134,7 +129,7 @@ fn request(
     Some(match channel.kind {
         ChannelKind::Webhook => {
             let body = serde_json::to_vec(n).expect("a notification serializes");
-            let ts = now_ns() / 1_000_000_000;
+            let ts = now_s();
             client
                 .post(&channel.url)
                 .header("Content-Type", "application/json")

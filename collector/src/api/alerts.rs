@@ -13,9 +13,9 @@ use super::ApiError;
 use crate::alerts::rules::{RuleSpec, EVERY_TENANT};
 use crate::alerts::{Rule, Source};
 use crate::auth::{AuthError, Principal, Scope};
+use crate::clock::{now_ns, rfc3339_ns, rfc3339_s};
 use crate::query::parse_span;
 use crate::store::alerts::{HistoryRow, RuleRow, SilenceRow};
-use crate::store::now_ns;
 
 /// A rule and, when silenced, until when.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -76,12 +76,6 @@ pub struct HistoryView {
 
 const HISTORY_LIMIT: u32 = 1000;
 
-fn rfc(s: u64) -> String {
-    chrono::DateTime::from_timestamp(s as i64, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
 /// Whether `p` may change rules of `tenant`.
 fn require_rule_admin(p: &Principal, tenant: &str) -> Result<(), ApiError> {
     p.require_admin()?;
@@ -116,7 +110,7 @@ impl Service {
                     .filter(|s| s.rule_id == rule.id && visible(p, &s.tenant))
                     .map(|s| SilenceInfo {
                         tenant: s.tenant.clone(),
-                        until: rfc(u64::from(s.until)),
+                        until: rfc3339_s(u64::from(s.until)),
                         reason: s.reason.clone(),
                         by: s.created_by.clone(),
                     })
@@ -312,8 +306,7 @@ impl Service {
             events: rows
                 .into_iter()
                 .map(|r| HistoryEvent {
-                    time: chrono::DateTime::from_timestamp_nanos(r.time_ns as i64)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    time: rfc3339_ns(r.time_ns, chrono::SecondsFormat::Millis),
                     tenant: r.tenant,
                     rule_id: r.rule_id,
                     rule: r.rule,

@@ -24,12 +24,13 @@ use utoipa_axum::routes;
 
 use super::alerts::*;
 use super::analytics::*;
-use super::error::ErrorBody;
 use super::service::*;
 use super::ApiError;
 use crate::alerts::rules::RuleSpec;
+use crate::analytics::*;
 use crate::auth::secrets::Secret;
 use crate::auth::Principal;
+use crate::error::ErrorBody;
 use crate::metrics::Metrics;
 use crate::query::SearchParams;
 

@@ -12,15 +12,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 
 use super::ApiError;
+use crate::alerts::Catalog;
+use crate::analytics::Analytics;
 use crate::auth::secrets::{self, Secret, AGENT_TOKEN_PREFIX, API_TOKEN_PREFIX};
 use crate::auth::{Auth, AuthError, Principal, Role, Scope};
+use crate::clock::{now_ns, now_s, rfc3339_ns};
 use crate::config::ApiConfig;
 use crate::query::sql::Sql;
 use crate::query::{self, Key, SearchParams};
 use crate::record::LogRow;
 use crate::store::accounts::{CredentialRow, TenantRow, UserRow};
 use crate::store::search::ReadLimits;
-use crate::store::{now_ns, Store};
+use crate::store::Store;
 
 const TAIL_PAGE: usize = 5000;
 
@@ -71,8 +74,7 @@ fn key_of(r: &LogRow) -> Key {
 }
 
 fn entry(r: LogRow, cursor: String) -> Entry {
-    let time = chrono::DateTime::from_timestamp_nanos(r.time_unix_nano as i64)
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let time = rfc3339_ns(r.time_unix_nano, chrono::SecondsFormat::Nanos);
     Entry {
         tenant: r.tenant,
         time,
@@ -296,22 +298,15 @@ fn check_password(p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn now_s() -> u32 {
-    (now_ns() / 1_000_000_000) as u32
-}
-
 #[derive(Debug)]
 pub struct Service {
     store: watch::Receiver<Option<Store>>,
     auth: Arc<Auth>,
     config: ApiConfig,
     tails: Arc<tokio::sync::Semaphore>,
-    pub(super) geoip: Option<Arc<crate::geoip::GeoIp>>,
-    /// Daily reports of days that are over, for a few minutes
-    /// (`analytics::REPORT_CACHE`).
-    pub(super) reports: super::analytics::ReportCache,
+    pub(super) analytics: Arc<Analytics>,
     /// The config file's alert rules and channel names.
-    pub(super) alerts: Arc<crate::alerts::Catalog>,
+    pub(super) alerts: Arc<Catalog>,
 }
 
 impl Service {
@@ -319,27 +314,17 @@ impl Service {
         store: watch::Receiver<Option<Store>>,
         auth: Arc<Auth>,
         config: ApiConfig,
+        analytics: Arc<Analytics>,
+        alerts: Arc<Catalog>,
     ) -> Service {
         Service {
             store,
             auth,
             tails: Arc::new(tokio::sync::Semaphore::new(config.max_tails)),
             config,
-            geoip: None,
-            reports: Default::default(),
-            alerts: Default::default(),
+            analytics,
+            alerts,
         }
-    }
-
-    /// Adds the country database the security view uses.
-    pub fn with_alerts(mut self, catalog: Arc<crate::alerts::Catalog>) -> Service {
-        self.alerts = catalog;
-        self
-    }
-
-    pub fn with_geoip(mut self, geoip: crate::geoip::GeoIp) -> Service {
-        self.geoip = Some(Arc::new(geoip));
-        self
     }
 
     pub fn store(&self) -> Result<Store, ApiError> {
@@ -347,10 +332,7 @@ impl Service {
     }
 
     pub(crate) fn limits(&self) -> ReadLimits {
-        ReadLimits {
-            max_execution_time: Duration::from_millis(self.config.max_execution_time_ms),
-            max_rows_to_read: self.config.max_rows_to_read,
-        }
+        self.analytics.limits()
     }
 
     /// The caller, from the value of an `Authorization` header.
@@ -420,10 +402,7 @@ impl Service {
                 entry(r, c)
             })
             .collect();
-        let rfc = |ns: u64| {
-            chrono::DateTime::from_timestamp_nanos(ns as i64)
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        };
+        let rfc = |ns: u64| rfc3339_ns(ns, chrono::SecondsFormat::Millis);
         Ok(SearchPage {
             records,
             next_cursor,
@@ -628,7 +607,7 @@ impl Service {
                     "expires_in_days must be positive".into(),
                 ))
             }
-            Some(d) => now_s().saturating_add(d.saturating_mul(86_400)),
+            Some(d) => (now_s() as u32).saturating_add(d.saturating_mul(86_400)),
             None => 0,
         };
         let row = CredentialRow {
@@ -683,7 +662,7 @@ impl Service {
         row.id = uuid::Uuid::new_v4().to_string();
         row.secret_hash = secret_hash;
         row.created_by = p.name.clone();
-        row.created_at = now_s();
+        row.created_at = now_s() as u32;
         row.version = now_ns();
         store.put_credential(&row).await?;
         tracing::info!(id = %row.id, kind = %row.kind, name = %row.name, by = %p.name, "credential created");
@@ -928,7 +907,7 @@ pub fn new_user_row(req: NewUser) -> Result<UserRow, ApiError> {
         tenants,
         all_tenants,
         deleted: 0,
-        created_at: now_s(),
+        created_at: now_s() as u32,
         version: now_ns(),
     })
 }

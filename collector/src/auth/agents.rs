@@ -20,8 +20,9 @@ use std::sync::Mutex;
 use tracing::{info, warn};
 
 use super::{now_s, AuthError, Shipper};
+use crate::clock::now_ns;
 use crate::store::accounts::{CredentialRow, SecurityEvent};
-use crate::store::{now_ns, AgentId, Store, StoreError};
+use crate::store::{AgentId, Store, StoreError};
 
 /// Agent ids whose owner this collector has seen; cleared when full (a
 /// miss only costs a lookup).

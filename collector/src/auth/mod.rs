@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
+use crate::clock::{now_ns, now_s};
 use crate::config::AuthConfig;
 use crate::query::sql::{Sql, Value};
 use crate::store::accounts::{CredentialRow, SecurityEvent, UserRow};
-use crate::store::{now_ns, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// How long a credential or user lookup is trusted. Revoking on one
 /// collector applies there at once and on the others within this time.
@@ -194,10 +195,6 @@ pub struct Auth {
     decoy_hash: String,
 }
 
-fn now_s() -> u64 {
-    now_ns() / 1_000_000_000
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -219,7 +216,9 @@ impl Auth {
     async fn key(&self, store: &Store) -> Result<&[u8], StoreError> {
         Ok(self
             .key
-            .get_or_try_init(|| store.signing_key())
+            .get_or_try_init(
+                || async move { store.signing_key(&secrets::random_bytes::<32>()).await },
+            )
             .await?
             .as_slice())
     }

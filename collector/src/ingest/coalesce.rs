@@ -209,7 +209,7 @@ async fn write_members(jobs: &mut [Job], metrics: &Metrics) -> Result<(), Refusa
         }
         metrics.clickhouse_insert_batches.observe(jobs.len() as f64);
     }
-    let recorded_at = (super::now_ms() / 1000) as u32;
+    let recorded_at = (crate::clock::now_ms() / 1000) as u32;
     for job in jobs.iter_mut() {
         job.entry.state = COMMITTED;
         job.entry.recorded_at = recorded_at;

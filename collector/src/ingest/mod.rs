@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use logferry_daemon::error_chain;
 use logferry_proto::ingest_service_server::IngestService;
@@ -40,17 +40,18 @@ use tracing::{debug, warn};
 mod coalesce;
 mod refusal;
 
-use crate::analyze::{self, PatternRow, Registry};
-use crate::api::ApiError;
+use crate::analyze::{self, Registry};
 use crate::auth::agents::AgentIds;
 use crate::auth::Auth;
 use crate::background::Background;
+use crate::clock::now_ms;
 use crate::config::IngestConfig;
 use crate::decode::{decode_batch, DecodeError};
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::record::LogRow;
 use crate::store::alerts::AgentReportRow;
-use crate::store::{LedgerEntry, Store, StoreError, COMMITTED, PENDING};
+use crate::store::{LedgerEntry, PatternRow, Store, StoreError, COMMITTED, PENDING};
 use coalesce::{Coalescer, InProgress, Job};
 pub use refusal::Refusal;
 
@@ -98,12 +99,6 @@ const RETRY_AFTER_PARTS: Duration = Duration::from_secs(5);
 /// (TOO_MANY_PARTS, code 252, worded alike by 18.16 and 26.x).
 fn too_many_parts(e: &StoreError) -> bool {
     error_chain(e).contains("Code: 252")
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Ingest {

@@ -175,17 +175,17 @@ impl Store {
     }
 
     /// The key that signs session tokens. The first collector to start
-    /// creates one; if several race, all settle on the oldest.
-    pub async fn signing_key(&self) -> Result<Vec<u8>, StoreError> {
+    /// stores its `candidate`; if several race, all settle on the oldest.
+    pub async fn signing_key(&self, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
         let query = "SELECT key FROM signing_keys ORDER BY created_unix_nano, key LIMIT 1";
         let existing: Option<String> = self.client.query(query).fetch_optional().await?;
         if let Some(key) = existing {
             return hex::decode(key).map_err(|_| StoreError::CorruptKey);
         }
-        let key = hex::encode(crate::auth::secrets::random_bytes::<32>());
+        let key = hex::encode(candidate);
         self.client
             .query("INSERT INTO signing_keys (created_unix_nano, key) VALUES (?, ?)")
-            .bind(super::now_ns())
+            .bind(crate::clock::now_ns())
             .bind(&key)
             .execute()
             .await?;

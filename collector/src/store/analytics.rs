@@ -217,7 +217,7 @@ macro_rules! auth_failure_events {
     };
 }
 
-pub(super) const FAILED_AUTH: &str = concat!(
+pub const FAILED_AUTH: &str = concat!(
     "((http_status IN (401, 403) AND match(lower(http_route), 'login|signin|sign-in|auth|token|session|password')) \
      OR event_type IN ",
     auth_failure_events!(),
@@ -225,7 +225,7 @@ pub(super) const FAILED_AUTH: &str = concat!(
 );
 
 /// A cheap superset of failed authentications.
-pub(super) const AUTH_REFUSALS: &str = concat!(
+pub const AUTH_REFUSALS: &str = concat!(
     "(http_status IN (401, 403) OR event_type IN ",
     auth_failure_events!(),
     ")"

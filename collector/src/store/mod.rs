@@ -21,12 +21,56 @@ use clickhouse::Client;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::analyze::PatternRow;
-use crate::config::ClickHouseConfig;
 use crate::record::LogRow;
 pub use layout::Layout;
 use layout::MapsRow;
 use schema::{ServerVersion, MIGRATIONS_TABLE};
+
+/// Where and how to reach ClickHouse (`[clickhouse]` in the collector's
+/// config).
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct ClickHouseConfig {
+    /// HTTP interface of the server; `https://` verifies the server's
+    /// certificate against the system roots, or `ca_file`.
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    /// PEM CA bundle to verify an `https://` server with, instead of the
+    /// system roots.
+    pub ca_file: String,
+    /// PEM client certificate and key, for servers that ask for one.
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "logferry".into(),
+            user: "default".into(),
+            password: String::new(),
+            ca_file: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -150,12 +194,6 @@ fn native_roots() -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Sto
         )));
     }
     Ok(found.certs)
-}
-
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]
@@ -292,6 +330,16 @@ pub struct LedgerEntry {
     pub min_time: u32,
     pub max_time: u32,
     pub recorded_at: u32,
+}
+
+/// A template as stored in `patterns`.
+#[derive(Debug, Clone, PartialEq, Serialize, clickhouse::Row)]
+pub struct PatternRow {
+    pub tenant: String,
+    pub pattern_id: u64,
+    pub template: String,
+    pub first_seen: u32,
+    pub collector_id: String,
 }
 
 /// Which credential an agent id belongs to (`agent_ids`).

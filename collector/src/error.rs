@@ -1,5 +1,6 @@
-//! Errors of the query and admin API, and the one table that maps each to
-//! an HTTP status and a gRPC code, so the two APIs never disagree.
+//! Errors a caller of the collector can see, and the one table that maps
+//! each to an HTTP status and a gRPC code, so that the two query APIs and
+//! ingest's credential checks never disagree.
 
 use axum::http::StatusCode;
 use serde::Serialize;
@@ -217,12 +218,35 @@ impl axum::response::IntoResponse for ApiError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn http_status_and_grpc_code_agree() {
-        let errors = [
+    /// Which row of the table an error takes. No arm is a wildcard over
+    /// `ApiError` or `AuthError`, so a new variant does not compile until
+    /// it has a row here; `every_row` then needs an example of it.
+    fn row(e: &ApiError) -> usize {
+        match e {
+            ApiError::Auth(AuthError::Unauthenticated(_)) => 0,
+            ApiError::Auth(AuthError::Forbidden(_)) => 1,
+            ApiError::Auth(AuthError::TooManyAttempts { .. }) => 2,
+            ApiError::Auth(AuthError::Store(_)) => 3,
+            ApiError::Query(QueryError::Invalid { .. }) => 4,
+            ApiError::BadRequest(_) => 5,
+            ApiError::NotFound(_) => 6,
+            ApiError::Conflict(_) => 7,
+            ApiError::Busy(_) => 8,
+            ApiError::Starting => 9,
+            ApiError::Store(StoreError::TooExpensive) => 10,
+            ApiError::Store(_) => 11,
+        }
+    }
+
+    const ROWS: usize = 12;
+
+    /// An error of every row, in row order.
+    fn every_row() -> Vec<ApiError> {
+        let errors = vec![
             ApiError::Auth(AuthError::Unauthenticated("x".into())),
             ApiError::Auth(AuthError::Forbidden("x".into())),
             ApiError::Auth(AuthError::TooManyAttempts { retry_after_s: 3 }),
+            ApiError::Auth(AuthError::Store(StoreError::Decode("x".into()))),
             ApiError::Query(QueryError::Invalid {
                 pos: Some(4),
                 message: "x".into(),
@@ -231,9 +255,18 @@ mod tests {
             ApiError::NotFound("x".into()),
             ApiError::Conflict("x".into()),
             ApiError::Busy("x".into()),
-            ApiError::Store(StoreError::TooExpensive),
             ApiError::Starting,
+            ApiError::Store(StoreError::TooExpensive),
+            ApiError::Store(StoreError::Decode("x".into())),
         ];
+        let rows: Vec<usize> = errors.iter().map(row).collect();
+        assert_eq!(rows, (0..ROWS).collect::<Vec<_>>(), "one example per row");
+        errors
+    }
+
+    #[test]
+    fn http_status_and_grpc_code_agree() {
+        let errors = every_row();
         for e in errors {
             let m = e.mapping();
             let status = tonic::Status::from(e);
