@@ -4,6 +4,7 @@
 
 use axum::http::StatusCode;
 use serde::Serialize;
+use tonic::Code;
 
 use crate::auth::AuthError;
 use crate::query::QueryError;
@@ -43,51 +44,75 @@ const fn map(http: StatusCode, grpc: tonic::Code, code: &'static str) -> Mapping
     Mapping { http, grpc, code }
 }
 
+const UNAUTHENTICATED: Mapping = map(
+    StatusCode::UNAUTHORIZED,
+    Code::Unauthenticated,
+    "unauthenticated",
+);
+const FORBIDDEN: Mapping = map(StatusCode::FORBIDDEN, Code::PermissionDenied, "forbidden");
+const TOO_MANY_ATTEMPTS: Mapping = map(
+    StatusCode::TOO_MANY_REQUESTS,
+    Code::ResourceExhausted,
+    "too_many_attempts",
+);
+const INVALID_QUERY: Mapping = map(
+    StatusCode::BAD_REQUEST,
+    Code::InvalidArgument,
+    "invalid_query",
+);
+const INVALID_REQUEST: Mapping = map(
+    StatusCode::BAD_REQUEST,
+    Code::InvalidArgument,
+    "invalid_request",
+);
+const NOT_FOUND: Mapping = map(StatusCode::NOT_FOUND, Code::NotFound, "not_found");
+const CONFLICT: Mapping = map(StatusCode::CONFLICT, Code::AlreadyExists, "conflict");
+const BUSY: Mapping = map(
+    StatusCode::TOO_MANY_REQUESTS,
+    Code::ResourceExhausted,
+    "busy",
+);
+const TOO_EXPENSIVE: Mapping = map(
+    StatusCode::UNPROCESSABLE_ENTITY,
+    Code::FailedPrecondition,
+    "query_too_expensive",
+);
+const UNAVAILABLE: Mapping = map(
+    StatusCode::SERVICE_UNAVAILABLE,
+    Code::Unavailable,
+    "unavailable",
+);
+
 impl ApiError {
+    /// Every row of the table, for the API's documentation.
+    pub const TABLE: [Mapping; 10] = [
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        TOO_MANY_ATTEMPTS,
+        INVALID_QUERY,
+        INVALID_REQUEST,
+        NOT_FOUND,
+        CONFLICT,
+        BUSY,
+        TOO_EXPENSIVE,
+        UNAVAILABLE,
+    ];
+
     /// The table.
     pub fn mapping(&self) -> Mapping {
-        use tonic::Code;
         match self {
-            ApiError::Auth(AuthError::Unauthenticated(_)) => map(
-                StatusCode::UNAUTHORIZED,
-                Code::Unauthenticated,
-                "unauthenticated",
-            ),
-            ApiError::Auth(AuthError::Forbidden(_)) => {
-                map(StatusCode::FORBIDDEN, Code::PermissionDenied, "forbidden")
+            ApiError::Auth(AuthError::Unauthenticated(_)) => UNAUTHENTICATED,
+            ApiError::Auth(AuthError::Forbidden(_)) => FORBIDDEN,
+            ApiError::Auth(AuthError::TooManyAttempts { .. }) => TOO_MANY_ATTEMPTS,
+            ApiError::Query(_) => INVALID_QUERY,
+            ApiError::BadRequest(_) => INVALID_REQUEST,
+            ApiError::NotFound(_) => NOT_FOUND,
+            ApiError::Conflict(_) => CONFLICT,
+            ApiError::Busy(_) => BUSY,
+            ApiError::Store(StoreError::TooExpensive) => TOO_EXPENSIVE,
+            ApiError::Starting | ApiError::Store(_) | ApiError::Auth(AuthError::Store(_)) => {
+                UNAVAILABLE
             }
-            ApiError::Auth(AuthError::TooManyAttempts { .. }) => map(
-                StatusCode::TOO_MANY_REQUESTS,
-                Code::ResourceExhausted,
-                "too_many_attempts",
-            ),
-            ApiError::Query(_) => map(
-                StatusCode::BAD_REQUEST,
-                Code::InvalidArgument,
-                "invalid_query",
-            ),
-            ApiError::BadRequest(_) => map(
-                StatusCode::BAD_REQUEST,
-                Code::InvalidArgument,
-                "invalid_request",
-            ),
-            ApiError::NotFound(_) => map(StatusCode::NOT_FOUND, Code::NotFound, "not_found"),
-            ApiError::Conflict(_) => map(StatusCode::CONFLICT, Code::AlreadyExists, "conflict"),
-            ApiError::Busy(_) => map(
-                StatusCode::TOO_MANY_REQUESTS,
-                Code::ResourceExhausted,
-                "busy",
-            ),
-            ApiError::Store(StoreError::TooExpensive) => map(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Code::FailedPrecondition,
-                "query_too_expensive",
-            ),
-            ApiError::Starting | ApiError::Store(_) | ApiError::Auth(AuthError::Store(_)) => map(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Code::Unavailable,
-                "unavailable",
-            ),
         }
     }
 
@@ -261,6 +286,19 @@ mod tests {
         ];
         let rows: Vec<usize> = errors.iter().map(row).collect();
         assert_eq!(rows, (0..ROWS).collect::<Vec<_>>(), "one example per row");
+        for m in ApiError::TABLE {
+            assert!(
+                errors.iter().any(|e| e.mapping() == m),
+                "{} is in TABLE but no error maps to it",
+                m.code
+            );
+        }
+        for e in &errors {
+            assert!(
+                ApiError::TABLE.contains(&e.mapping()),
+                "{e:?} is not in TABLE"
+            );
+        }
         errors
     }
 

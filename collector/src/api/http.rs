@@ -5,20 +5,23 @@
 //! the OpenAPI document as it is added: an endpoint cannot exist without
 //! its documentation. Handlers only translate HTTP to `Service` calls.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::Html;
 use axum::{Form, Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::openapi::{self, RefOr};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -176,11 +179,77 @@ pub fn router(
 /// scripts or styles) that reads the OpenAPI document and sends requests.
 const DOCS_PAGE: &str = include_str!("docs.html");
 
-async fn caller(svc: &Service, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    svc.principal(auth).await
+/// The caller, from the `Authorization` header. Extracted before any other
+/// part of a request, so a request without a valid token gets 401 before
+/// any complaint about its parameters or body.
+struct Caller(Principal);
+
+impl FromRequestParts<Arc<Service>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, svc: &Arc<Service>) -> Result<Self, ApiError> {
+        let auth = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        svc.principal(auth).await.map(Caller)
+    }
+}
+
+/// Query parameters; a malformed one is a 400 in the API's error body.
+struct Params<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Params(q))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// A JSON body; a malformed one is a 400 in the API's error body.
+struct Body<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(b)| Body(b))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// Every error answer of the API, from the error table: the one set each
+/// endpoint's documentation lists after its own answers.
+struct Errors;
+
+impl IntoResponses for Errors {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        let mut codes: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+        for m in ApiError::TABLE {
+            codes.entry(m.http.as_u16()).or_default().push(m.code);
+        }
+        codes
+            .into_iter()
+            .map(|(status, codes)| {
+                let response = openapi::ResponseBuilder::new()
+                    .description(format!("`error.code`: {}", codes.join(", ")))
+                    .content(
+                        "application/json",
+                        openapi::ContentBuilder::new()
+                            .schema(Some(openapi::Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build();
+                (status.to_string(), response.into())
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -224,7 +293,7 @@ impl<S: Send + Sync> FromRequest<S> for LoginBody {
 /// per user; repeated failures lock the user out for a while (429).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body(content((LoginRequest = "application/json"), (LoginRequest = "application/x-www-form-urlencoded"))),
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = LoginResponse), Errors))]
 async fn login(
     State(svc): Svc,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -239,252 +308,205 @@ async fn login(
 
 /// Who the token belongs to.
 #[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
-async fn me(State(svc): Svc, headers: HeaderMap) -> Result<Json<Me>, ApiError> {
-    let p = caller(&svc, &headers).await?;
+    responses((status = 200, body = Me), Errors))]
+async fn me(State(svc): Svc, Caller(p): Caller) -> Result<Json<Me>, ApiError> {
     Ok(Json(svc.me(&p)))
 }
 
 /// API tokens (admin).
 #[utoipa::path(get, path = "/api/v1/auth/tokens", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = Vec<CredentialInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<CredentialInfo>), Errors))]
 async fn list_tokens(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
 ) -> Result<Json<Vec<CredentialInfo>>, ApiError> {
-    let p = caller(&svc, &headers).await?;
     Ok(Json(svc.list_credentials(&p, "api").await?))
 }
 
 /// Mint a long-lived API token (admin). The secret is in this response only.
 #[utoipa::path(post, path = "/api/v1/auth/tokens", tag = "auth", security(("bearer" = [])), request_body = NewToken,
-    responses((status = 201, body = CredentialInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 201, body = CredentialInfo), Errors))]
 async fn create_token(
     State(svc): Svc,
-    headers: HeaderMap,
-    req: Result<Json<NewToken>, JsonRejection>,
+    Caller(p): Caller,
+    Body(req): Body<NewToken>,
 ) -> Result<(StatusCode, Json<CredentialInfo>), ApiError> {
-    let p = caller(&svc, &headers).await?;
-    let req = json_body(req)?;
     Ok((StatusCode::CREATED, Json(svc.create_token(&p, req).await?)))
 }
 
 /// Revoke an API token (admin).
 #[utoipa::path(delete, path = "/api/v1/auth/tokens/{id}", tag = "auth", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = CredentialInfo), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = CredentialInfo), Errors))]
 async fn revoke_token(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CredentialInfo>, ApiError> {
-    let p = caller(&svc, &headers).await?;
     Ok(Json(svc.revoke_credential(&p, "api", &id).await?))
-}
-
-/// The JSON body, read after the caller is known: a request without a
-/// valid token gets 401 before any complaint about its body.
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
-}
-
-fn query_params<T: serde::de::DeserializeOwned + Default>(
-    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
-) -> Result<T, ApiError> {
-    q.map(|Query(p)| p)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 /// Search logs, newest (or oldest) first, a page at a time.
 #[utoipa::path(get, path = "/api/v1/logs/search", tag = "logs", security(("bearer" = [])),
     params(SearchParams),
-    responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = SearchPage), Errors))]
 async fn search(
     State(svc): Svc,
-    headers: HeaderMap,
-    q: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+    Caller(p): Caller,
+    Params(q): Params<SearchParams>,
 ) -> Result<Json<SearchPage>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    Ok(Json(svc.search(&p, &query_params(q)?).await?))
+    Ok(Json(svc.search(&p, &q).await?))
 }
 
 /// Pipeline health: ingest rate, agents and hosts with last-seen time and lag, ClickHouse reachability and storage, error rate. Default window: the last 15 minutes.
 #[utoipa::path(get, path = "/api/v1/logs/health", tag = "analytics", security(("bearer" = [])),
     params(AnalyticsParams),
-    responses((status = 200, body = HealthView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = HealthView), Errors))]
 async fn health(
     State(svc): Svc,
-    headers: HeaderMap,
-    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+    Caller(p): Caller,
+    Params(q): Params<AnalyticsParams>,
 ) -> Result<Json<HealthView>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    Ok(Json(svc.health(&p, &query_params(q)?).await?))
+    Ok(Json(svc.health(&p, &q).await?))
 }
 
 /// Errors: totals and rate per interval, top services, modules, functions and exception types, and error groups (by message pattern) with first and last seen, whether new in the window, spikes against the previous window, and the request ids, endpoints and hosts they share.
 #[utoipa::path(get, path = "/api/v1/logs/errors", tag = "analytics", security(("bearer" = [])),
     params(AnalyticsParams),
-    responses((status = 200, body = ErrorsView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = ErrorsView), Errors))]
 async fn errors(
     State(svc): Svc,
-    headers: HeaderMap,
-    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+    Caller(p): Caller,
+    Params(q): Params<AnalyticsParams>,
 ) -> Result<Json<ErrorsView>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    Ok(Json(svc.errors(&p, &query_params(q)?).await?))
+    Ok(Json(svc.errors(&p, &q).await?))
 }
 
 /// Requests per endpoint (method and route, ids folded): count, error rate, p50/p95/p99/max latency; throughput per interval; slowest endpoints; status codes; slowest requests; database query timings.
 #[utoipa::path(get, path = "/api/v1/logs/performance", tag = "analytics", security(("bearer" = [])),
     params(AnalyticsParams),
-    responses((status = 200, body = PerformanceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = PerformanceView), Errors))]
 async fn performance(
     State(svc): Svc,
-    headers: HeaderMap,
-    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+    Caller(p): Caller,
+    Params(q): Params<AnalyticsParams>,
 ) -> Result<Json<PerformanceView>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    Ok(Json(svc.performance(&p, &query_params(q)?).await?))
+    Ok(Json(svc.performance(&p, &q).await?))
 }
 
 /// Failed authentication by address and user, brute-force candidates, suspicious addresses with a score and reasons, attack classes with samples, scanners and bots, 404 bursts and rate-limit violations.
 #[utoipa::path(get, path = "/api/v1/logs/security", tag = "analytics", security(("bearer" = [])),
     params(AnalyticsParams),
-    responses((status = 200, body = SecurityView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = SecurityView), Errors))]
 async fn security(
     State(svc): Svc,
-    headers: HeaderMap,
-    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+    Caller(p): Caller,
+    Params(q): Params<AnalyticsParams>,
 ) -> Result<Json<SecurityView>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    Ok(Json(svc.security(&p, &query_params(q)?).await?))
+    Ok(Json(svc.security(&p, &q).await?))
 }
 
 /// Active users per window and day, sessions (ended by `session_gap` of inactivity) and their duration, requests and endpoints per user, new and returning users.
 #[utoipa::path(get, path = "/api/v1/logs/users/activity", tag = "analytics", security(("bearer" = [])),
     params(AnalyticsParams),
-    responses((status = 200, body = UsersView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = UsersView), Errors))]
 async fn users_activity(
     State(svc): Svc,
-    headers: HeaderMap,
-    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+    Caller(p): Caller,
+    Params(q): Params<AnalyticsParams>,
 ) -> Result<Json<UsersView>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    Ok(Json(svc.users(&p, &query_params(q)?).await?))
+    Ok(Json(svc.users(&p, &q).await?))
 }
 
 /// One UTC day (`day`, default yesterday) across errors, performance, security and users, compared with the day before.
 #[utoipa::path(get, path = "/api/v1/logs/report/daily", tag = "analytics", security(("bearer" = [])),
     params(AnalyticsParams),
-    responses((status = 200, body = DailyReport), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = DailyReport), Errors))]
 async fn daily_report(
     State(svc): Svc,
-    headers: HeaderMap,
-    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+    Caller(p): Caller,
+    Params(q): Params<AnalyticsParams>,
 ) -> Result<Json<DailyReport>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    Ok(Json(svc.daily_report(&p, &query_params(q)?).await?))
+    Ok(Json(svc.daily_report(&p, &q).await?))
 }
 
 /// Alerts that are firing or pending, for the caller's tenants.
 #[utoipa::path(get, path = "/api/v1/logs/alerts/active", tag = "analytics", security(("bearer" = [])),
     params(AnalyticsParams),
-    responses((status = 200, body = AlertsView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = AlertsView), Errors))]
 async fn active_alerts(
     State(svc): Svc,
-    headers: HeaderMap,
-    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+    Caller(p): Caller,
+    Params(q): Params<AnalyticsParams>,
 ) -> Result<Json<AlertsView>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    Ok(Json(svc.active_alerts(&p, &query_params(q)?).await?))
+    Ok(Json(svc.active_alerts(&p, &q).await?))
 }
 
 /// What alerts did and what was sent, newest first (up to 1000 events;
 /// default window: the last 24 hours).
 #[utoipa::path(get, path = "/api/v1/logs/alerts/history", tag = "alerts", security(("bearer" = [])),
     params(AnalyticsParams),
-    responses((status = 200, body = HistoryView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = HistoryView), Errors))]
 async fn alert_history(
     State(svc): Svc,
-    headers: HeaderMap,
-    q: Result<Query<AnalyticsParams>, axum::extract::rejection::QueryRejection>,
+    Caller(p): Caller,
+    Params(q): Params<AnalyticsParams>,
 ) -> Result<Json<HistoryView>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    Ok(Json(svc.alert_history(&p, &query_params(q)?).await?))
+    Ok(Json(svc.alert_history(&p, &q).await?))
 }
 
 /// Alert rules of the caller's tenants and of every tenant, with their silences.
 #[utoipa::path(get, path = "/api/v1/alerts/rules", tag = "alerts", security(("bearer" = [])),
-    responses((status = 200, body = Vec<RuleInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn list_rules(State(svc): Svc, headers: HeaderMap) -> Result<Json<Vec<RuleInfo>>, ApiError> {
-    let p = caller(&svc, &headers).await?;
+    responses((status = 200, body = Vec<RuleInfo>), Errors))]
+async fn list_rules(State(svc): Svc, Caller(p): Caller) -> Result<Json<Vec<RuleInfo>>, ApiError> {
     Ok(Json(svc.list_rules(&p).await?))
 }
 
 /// Create a rule (admin of its tenant). Every problem is reported at once.
 #[utoipa::path(post, path = "/api/v1/alerts/rules", tag = "alerts", security(("bearer" = [])), request_body = RuleSpec,
-    responses((status = 201, body = RuleInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = RuleInfo), Errors))]
 async fn create_rule(
     State(svc): Svc,
-    headers: HeaderMap,
-    req: Result<Json<RuleSpec>, JsonRejection>,
+    Caller(p): Caller,
+    Body(req): Body<RuleSpec>,
 ) -> Result<(StatusCode, Json<RuleInfo>), ApiError> {
-    let p = caller(&svc, &headers).await?;
-    let req = json_body(req)?;
     Ok((StatusCode::CREATED, Json(svc.create_rule(&p, req).await?)))
 }
 
 /// One rule.
 #[utoipa::path(get, path = "/api/v1/alerts/rules/{id}", tag = "alerts", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = RuleInfo), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RuleInfo), Errors))]
 async fn get_rule(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RuleInfo>, ApiError> {
-    let p = caller(&svc, &headers).await?;
     Ok(Json(svc.get_rule(&p, &id).await?))
 }
 
 /// Replace a rule made through the API (admin of its tenant); rules of the config file give 409.
 #[utoipa::path(put, path = "/api/v1/alerts/rules/{id}", tag = "alerts", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RuleSpec,
-    responses((status = 200, body = RuleInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = RuleInfo), Errors))]
 async fn update_rule(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(id): Path<String>,
-    req: Result<Json<RuleSpec>, JsonRejection>,
+    Body(req): Body<RuleSpec>,
 ) -> Result<Json<RuleInfo>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    let req = json_body(req)?;
     Ok(Json(svc.update_rule(&p, &id, req).await?))
 }
 
 /// Delete a rule made through the API; its alerts end without a notification.
 #[utoipa::path(delete, path = "/api/v1/alerts/rules/{id}", tag = "alerts", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 204), Errors))]
 async fn delete_rule(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let p = caller(&svc, &headers).await?;
     svc.delete_rule(&p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -493,16 +515,13 @@ async fn delete_rule(
 /// and its history kept, but nothing is sent.
 #[utoipa::path(post, path = "/api/v1/alerts/rules/{id}/silence", tag = "alerts", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = SilenceRequest,
-    responses((status = 200, body = RuleInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RuleInfo), Errors))]
 async fn silence_rule(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(id): Path<String>,
-    req: Result<Json<SilenceRequest>, JsonRejection>,
+    Body(req): Body<SilenceRequest>,
 ) -> Result<Json<RuleInfo>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    let req = json_body(req)?;
     if req.duration.trim().is_empty() {
         return Err(ApiError::BadRequest(
             "`for`: a span like 30m, 2h or 1d".into(),
@@ -514,15 +533,13 @@ async fn silence_rule(
 /// End a rule's silence (for `tenant`, as when silencing).
 #[utoipa::path(delete, path = "/api/v1/alerts/rules/{id}/silence", tag = "alerts", security(("bearer" = [])),
     params(("id" = String, Path), ("tenant" = Option<String>, Query)),
-    responses((status = 200, body = RuleInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RuleInfo), Errors))]
 async fn unsilence_rule(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(id): Path<String>,
     Query(q): Query<TenantParam>,
 ) -> Result<Json<RuleInfo>, ApiError> {
-    let p = caller(&svc, &headers).await?;
     let req = SilenceRequest {
         duration: String::new(),
         tenant: q.tenant,
@@ -541,15 +558,13 @@ struct TenantParam {
 /// Same filters as search; `from`, `to`, `last`, `order` and `limit` do not apply.
 #[utoipa::path(get, path = "/api/v1/logs/tail", tag = "logs", security(("bearer" = [])),
     params(SearchParams),
-    responses((status = 200, description = "text/event-stream of `log` events, each an Entry", content_type = "text/event-stream"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "text/event-stream of `log` events, each an Entry", content_type = "text/event-stream"), Errors))]
 async fn tail(
     State(svc): Svc,
+    Caller(p): Caller,
     headers: HeaderMap,
-    q: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+    Params(mut params): Params<SearchParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    let mut params = query_params(q)?;
     if params.cursor.is_none() {
         params.cursor = headers
             .get("last-event-id")
@@ -586,141 +601,123 @@ async fn tail(
 /// scan of the logs).
 #[utoipa::path(get, path = "/api/v1/logs/fields", tag = "logs", security(("bearer" = [])),
     params(FieldsParams),
-    responses((status = 200, body = Vec<FieldInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<FieldInfo>), Errors))]
 async fn fields(
     State(svc): Svc,
-    headers: HeaderMap,
-    q: Result<Query<FieldsParams>, axum::extract::rejection::QueryRejection>,
+    Caller(p): Caller,
+    Params(q): Params<FieldsParams>,
 ) -> Result<Json<Vec<FieldInfo>>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    Ok(Json(svc.fields(&p, &query_params(q)?).await?))
+    Ok(Json(svc.fields(&p, &q).await?))
 }
 
 /// Users (global admin).
 #[utoipa::path(get, path = "/api/v1/users", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<UserInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn list_users(State(svc): Svc, headers: HeaderMap) -> Result<Json<Vec<UserInfo>>, ApiError> {
-    let p = caller(&svc, &headers).await?;
+    responses((status = 200, body = Vec<UserInfo>), Errors))]
+async fn list_users(State(svc): Svc, Caller(p): Caller) -> Result<Json<Vec<UserInfo>>, ApiError> {
     Ok(Json(svc.list_users(&p).await?))
 }
 
 /// Create a user (global admin). Passwords need 12 characters or more.
 #[utoipa::path(post, path = "/api/v1/users", tag = "admin", security(("bearer" = [])), request_body = NewUser,
-    responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = UserInfo), Errors))]
 async fn create_user(
     State(svc): Svc,
-    headers: HeaderMap,
-    req: Result<Json<NewUser>, JsonRejection>,
+    Caller(p): Caller,
+    Body(req): Body<NewUser>,
 ) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
-    let p = caller(&svc, &headers).await?;
-    let req = json_body(req)?;
     Ok((StatusCode::CREATED, Json(svc.create_user(&p, req).await?)))
 }
 
 /// Change a user's password, role or tenants (global admin).
 #[utoipa::path(patch, path = "/api/v1/users/{username}", tag = "admin", security(("bearer" = [])),
     params(("username" = String, Path)), request_body = UserUpdate,
-    responses((status = 200, body = UserInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = UserInfo), Errors))]
 async fn update_user(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(username): Path<String>,
-    req: Result<Json<UserUpdate>, JsonRejection>,
+    Body(req): Body<UserUpdate>,
 ) -> Result<Json<UserInfo>, ApiError> {
-    let p = caller(&svc, &headers).await?;
-    let req = json_body(req)?;
     Ok(Json(svc.update_user(&p, &username, req).await?))
 }
 
 /// Delete a user (global admin); their sessions stop working.
 #[utoipa::path(delete, path = "/api/v1/users/{username}", tag = "admin", security(("bearer" = [])),
     params(("username" = String, Path)),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), Errors))]
 async fn delete_user(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let p = caller(&svc, &headers).await?;
     svc.delete_user(&p, &username).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Tenants the caller can see.
 #[utoipa::path(get, path = "/api/v1/tenants", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<TenantInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<TenantInfo>), Errors))]
 async fn list_tenants(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
 ) -> Result<Json<Vec<TenantInfo>>, ApiError> {
-    let p = caller(&svc, &headers).await?;
     Ok(Json(svc.list_tenants(&p).await?))
 }
 
 /// Create a tenant (global admin).
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "admin", security(("bearer" = [])), request_body = NewTenant,
-    responses((status = 201, body = TenantInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = TenantInfo), Errors))]
 async fn create_tenant(
     State(svc): Svc,
-    headers: HeaderMap,
-    req: Result<Json<NewTenant>, JsonRejection>,
+    Caller(p): Caller,
+    Body(req): Body<NewTenant>,
 ) -> Result<(StatusCode, Json<TenantInfo>), ApiError> {
-    let p = caller(&svc, &headers).await?;
-    let req = json_body(req)?;
     Ok((StatusCode::CREATED, Json(svc.create_tenant(&p, req).await?)))
 }
 
 /// Delete a tenant (global admin). Its logs stay until retention drops them.
 #[utoipa::path(delete, path = "/api/v1/tenants/{name}", tag = "admin", security(("bearer" = [])),
     params(("name" = String, Path)),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), Errors))]
 async fn delete_tenant(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let p = caller(&svc, &headers).await?;
     svc.delete_tenant(&p, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Agent credentials (global admin).
 #[utoipa::path(get, path = "/api/v1/agents", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<CredentialInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<CredentialInfo>), Errors))]
 async fn list_agents(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
 ) -> Result<Json<Vec<CredentialInfo>>, ApiError> {
-    let p = caller(&svc, &headers).await?;
     Ok(Json(svc.list_credentials(&p, "agent").await?))
 }
 
 /// Create an agent credential for a tenant (global admin). The secret is in
 /// this response only; put it in the agent's `forward.token_file`.
 #[utoipa::path(post, path = "/api/v1/agents", tag = "admin", security(("bearer" = [])), request_body = NewAgentCredential,
-    responses((status = 201, body = CredentialInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 201, body = CredentialInfo), Errors))]
 async fn create_agent(
     State(svc): Svc,
-    headers: HeaderMap,
-    req: Result<Json<NewAgentCredential>, JsonRejection>,
+    Caller(p): Caller,
+    Body(req): Body<NewAgentCredential>,
 ) -> Result<(StatusCode, Json<CredentialInfo>), ApiError> {
-    let p = caller(&svc, &headers).await?;
-    let req = json_body(req)?;
     Ok((StatusCode::CREATED, Json(svc.create_agent(&p, req).await?)))
 }
 
 /// Revoke an agent credential (global admin): its batches are refused.
 #[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = CredentialInfo), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CredentialInfo), Errors))]
 async fn revoke_agent(
     State(svc): Svc,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CredentialInfo>, ApiError> {
-    let p = caller(&svc, &headers).await?;
     Ok(Json(svc.revoke_credential(&p, "agent", &id).await?))
 }
