@@ -8,7 +8,7 @@ use std::io::BufRead;
 
 use anyhow::Context;
 
-use crate::api::service::{new_user_row, tenant_row, NewUser};
+use crate::api::accounts::{new_user_row, tenant_row, NewUser};
 use crate::auth::secrets::Secret;
 use crate::auth::Role;
 use crate::config::Config;

@@ -13,7 +13,8 @@ use logferry_proto::{
 use tonic::{Request, Response, Status};
 
 use super::analytics::AnalyticsParams;
-use super::service::{Entry, FieldsParams, Service};
+use super::search::{Entry, FieldsParams};
+use super::Service;
 use crate::auth::Principal;
 use crate::query::SearchParams;
 

@@ -25,10 +25,12 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::accounts::*;
 use super::alerts::*;
 use super::analytics::*;
-use super::service::*;
+use super::search::*;
 use super::ApiError;
+use super::Service;
 use crate::alerts::rules::RuleSpec;
 use crate::analytics::*;
 use crate::auth::secrets::Secret;

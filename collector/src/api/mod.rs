@@ -2,10 +2,12 @@
 //! `analytics`, `alerts`), served over HTTP (`http`, axum) and gRPC
 //! (`grpc`, tonic), with the crate's one error table (`crate::error`).
 
+pub mod accounts;
 pub mod alerts;
 pub mod analytics;
 pub mod grpc;
 pub mod http;
+pub mod search;
 pub mod service;
 
 pub use crate::error::ApiError;
