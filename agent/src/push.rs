@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use logferry_daemon::error_chain;
 use logferry_proto::push_service_server::PushService;
 use logferry_proto::{chunk, Chunk, Origin, PushRequest, PushResponse, PushedRecords};
 use tonic::{Request, Response, Status, Streaming};
@@ -74,10 +75,9 @@ impl PushReceiver {
                     Status::resource_exhausted(e.to_string())
                 }
                 // The whole chain: "queue database error" alone says nothing.
-                other => Status::unavailable(format!(
-                    "queue write failed: {:#}",
-                    anyhow::Error::from(other)
-                )),
+                other => {
+                    Status::unavailable(format!("queue write failed: {}", error_chain(&other)))
+                }
             })?;
         Ok(count as u64)
     }

@@ -190,7 +190,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         done = async { forward.as_mut().expect("set above").await } => {
             forward = None;
             match done {
-                Ok(Err(e)) => error!(error = %format!("{e:#}"), "forwarder failed"),
+                Ok(Err(e)) => error!(error = %error_chain(e.as_ref()), "forwarder failed"),
                 Ok(Ok(())) => {}
                 Err(e) => error!(error = %e, "forwarder task failed"),
             }
@@ -219,7 +219,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         match tokio::time::timeout(timeout / 4, joined).await {
             Ok(joined) => match joined? {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => error!(error = %format!("{:#}", anyhow::Error::from(e)), "tailer failed"),
+                Ok(Err(e)) => error!(error = %error_chain(&e), "tailer failed"),
                 Err(_) => error!("tailer panicked"),
             },
             Err(_) => warn!(
@@ -234,7 +234,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     stop_forward.cancel();
     if let Some(f) = forward {
         if let Err(e) = f.await? {
-            error!(error = %format!("{e:#}"), "forwarder failed");
+            error!(error = %error_chain(e.as_ref()), "forwarder failed");
         }
     }
     stop_metrics.cancel();

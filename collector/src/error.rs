@@ -157,17 +157,7 @@ impl ApiError {
 
     /// The whole chain of causes, for the log.
     pub fn message(&self) -> String {
-        let mut s = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let c = cause.to_string();
-            if !s.ends_with(&c) {
-                s.push_str(": ");
-                s.push_str(&c);
-            }
-            source = cause.source();
-        }
-        s
+        logferry_daemon::error_chain(self)
     }
 
     /// The response body, and for an internal failure the request id it

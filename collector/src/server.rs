@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use logferry_daemon::error_chain;
 use logferry_proto::ingest_service_server::IngestServiceServer;
 use logferry_proto::query_service_server::QueryServiceServer;
 use tokio::sync::watch;
@@ -233,7 +234,7 @@ impl Servers {
     fn spawn<F, E>(&mut self, name: &'static str, server: F)
     where
         F: std::future::Future<Output = Result<(), E>> + Send + 'static,
-        E: std::fmt::Display + Send + 'static,
+        E: std::error::Error + Send + 'static,
     {
         let inner = tokio::spawn(server);
         let (stop_serving, stopped_early) = (self.stop_serving.clone(), self.stopped_early.clone());
@@ -241,8 +242,8 @@ impl Servers {
             match inner.await {
                 Ok(Ok(())) if stop_serving.is_cancelled() => return,
                 Ok(Ok(())) => error!("{name} server stopped"),
-                Ok(Err(e)) => error!(error = %e, "{name} server failed"),
-                Err(e) => error!(error = %e, "{name} server task failed"),
+                Ok(Err(e)) => error!(error = %error_chain(&e), "{name} server failed"),
+                Err(e) => error!(error = %error_chain(&e), "{name} server task failed"),
             }
             stopped_early.cancel();
         });
@@ -272,7 +273,7 @@ async fn connect(config: Config, tx: watch::Sender<Option<Store>>, shutdown: Can
             }
             Err(e) => {
                 let hint = e.hint().unwrap_or("");
-                warn!(url = %config.clickhouse.url, hint, error = format!("{:#}", anyhow::Error::from(e)), "cannot reach clickhouse; retrying");
+                warn!(url = %config.clickhouse.url, hint, error = %error_chain(&e), "cannot reach clickhouse; retrying");
             }
         }
         tokio::select! {
@@ -306,7 +307,7 @@ async fn retention(
                 info!(?dropped, "retention dropped old partitions")
             }
             Ok(_) => {}
-            Err(e) => warn!(error = %anyhow::Error::from(e), "retention check failed; will retry"),
+            Err(e) => warn!(error = %error_chain(&e), "retention check failed; will retry"),
         }
     }
 }

@@ -37,20 +37,25 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
-/// Parses TOML into the settings and the unknown keys found, all of them
-/// rather than the first. Fails only on syntax and type errors.
-/// An error and its chain of causes on one line (`a: b: c`).
+/// An error and its chain of causes on one line (`a: b: c`), the one way
+/// both programs print an error. A cause whose text its error already
+/// ends with (a wrapper that repeats it) is not written twice.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
+        let c = cause.to_string();
+        if !s.ends_with(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
         source = cause.source();
     }
     s
 }
 
+/// Parses TOML into the settings and the unknown keys found, all of them
+/// rather than the first. Fails only on syntax and type errors.
 pub fn parse<T: DeserializeOwned>(text: &str) -> Result<(T, Vec<String>), Vec<String>> {
     let mut unknown = Vec::new();
     let de = toml::Deserializer::parse(text).map_err(|e| vec![e.to_string()])?;

@@ -19,6 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use logferry_daemon::error_chain;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -103,7 +104,7 @@ impl Catalog {
                     spec,
                 }),
                 Err(e) => {
-                    warn!(rule = %row.id, error = %e, "stored alert rule cannot be read; skipped")
+                    warn!(rule = %row.id, error = %error_chain(&e), "stored alert rule cannot be read; skipped")
                 }
             }
         }
@@ -221,7 +222,7 @@ impl Evaluator {
             match lease.hold(&store).await {
                 Ok(held) => self.metrics.alert_evaluator.set(i64::from(held)),
                 Err(e) => {
-                    warn!(error = %anyhow::Error::from(e), "cannot reach the evaluator lease");
+                    warn!(error = %error_chain(&e), "cannot reach the evaluator lease");
                     lease.held_until = None;
                     self.metrics.alert_evaluator.set(0);
                 }
@@ -233,7 +234,7 @@ impl Evaluator {
                     Ok(()) => "ok",
                     Err(e) => {
                         warn!(
-                            error = format!("{e:#}"),
+                            error = %error_chain(e.as_ref()),
                             "alert evaluation failed; will retry"
                         );
                         "failed"
@@ -304,7 +305,7 @@ impl Evaluator {
                     Ok(seen) => seen,
                     Err(e) => {
                         failed += 1;
-                        warn!(rule = %rule.id, tenant = %tenant, error = format!("{e:#}"), "cannot evaluate alert rule");
+                        warn!(rule = %rule.id, tenant = %tenant, error = %error_chain(e.as_ref()), "cannot evaluate alert rule");
                         // Its alerts keep their states until it can be read.
                         states.retain(|k, s| {
                             let kept = k.0 == tenant && k.1 == rule.id;

@@ -23,6 +23,7 @@ use crate::clock::{now_ns, now_s, rfc3339_s};
 use crate::metrics::Metrics;
 use crate::store::alerts::HistoryRow;
 use crate::store::Store;
+use logferry_daemon::error_chain;
 use logferry_daemon::report::SentryTarget;
 
 /// What happened to one alert, for every channel.
@@ -466,7 +467,7 @@ impl Notifier {
         };
         self.background.spawn(async move {
             if let Err(e) = store.insert_history(&[row]).await {
-                warn!(error = %anyhow::Error::from(e), "cannot record a notification in alert_history");
+                warn!(error = %error_chain(&e), "cannot record a notification in alert_history");
             }
         });
     }

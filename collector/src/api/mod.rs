@@ -1,6 +1,7 @@
-//! The query, analytics and admin API: one service layer (`service`,
-//! `analytics`, `alerts`), served over HTTP (`http`, axum) and gRPC
-//! (`grpc`, tonic), with the crate's one error table (`crate::error`).
+//! The query, analytics and admin API: one service context (`service`)
+//! with its operations by concern (`search`, `accounts`, `analytics`,
+//! `alerts`), served over HTTP (`http`, axum) and gRPC (`grpc`, tonic),
+//! with the crate's one error table (`crate::error`).
 
 pub mod accounts;
 pub mod alerts;
