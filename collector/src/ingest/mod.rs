@@ -244,6 +244,8 @@ impl Ingest {
             None => Vec::new(),
         };
 
+        let deadline = started + self.deadline;
+        past(deadline)?;
         let ledger = store
             .ledger(&tenant_label, &agent_id, first_seq)
             .await
@@ -266,6 +268,7 @@ impl Ingest {
             Decision::Fresh => None,
         };
         if let Some(pending) = pending {
+            past(deadline)?;
             if store
                 .inserts_running(&format!(
                     "-{}",
@@ -278,6 +281,7 @@ impl Ingest {
                     "an earlier attempt's insert of this batch is still being stored by the clickhouse server; retry later".into(),
                 ));
             }
+            past(deadline)?;
             let stored = store
                 .stored_seqs(&tenant_label, pending)
                 .await
@@ -312,7 +316,7 @@ impl Ingest {
             member: query_member(&tenant_label, &entry.agent_id, first_seq),
             entry,
             rows,
-            deadline: started + self.deadline,
+            deadline,
             abandoned: abandoned.flag(),
             _in_progress: in_progress,
         };
@@ -517,6 +521,17 @@ fn decide(entries: &[LedgerEntry], now_ms: u64) -> Decision<'_> {
             collector_id: &p.collector_id,
         },
         Some(p) => Decision::Resume(p),
+    }
+}
+
+/// A batch's attempt gives up at its deadline: checked before each step
+/// that waits on ClickHouse (the coalescer checks it again before the
+/// INSERT, which runs with the time that remains).
+fn past(deadline: Instant) -> Result<(), Refusal> {
+    if Instant::now() >= deadline {
+        Err(Refusal::Deadline)
+    } else {
+        Ok(())
     }
 }
 
