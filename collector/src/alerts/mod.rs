@@ -1,5 +1,9 @@
-//! Alerting: rules (`rules`), each alert's life (`state`), notifications
-//! (`notify`), and the evaluator that runs them on one collector at a time.
+//! Alerting: its configuration (`config`), rules (`rules`) and the
+//! aggregations that check them (`aggregate`), each alert's life
+//! (`state`), notifications (`notify`), and the evaluator that runs them on
+//! one collector at a time. Rules on error groups and addresses are checked
+//! on the analytics views (`crate::analytics`), the others by one
+//! aggregation each, which the store runs.
 //!
 //! Several collectors share one ClickHouse and nothing else, so the work is
 //! given to one of them by a lease in ClickHouse (`leases`, server clock):

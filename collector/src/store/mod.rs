@@ -1,6 +1,10 @@
-//! ClickHouse: the client, schema migrations at start-up, inserts, the
-//! ingest ledger and retention; accounts (`accounts`) and reads for the
-//! query API (`search`).
+//! ClickHouse: the client and its connection options, schema migrations at
+//! start-up, inserts, the ingest ledger and retention; accounts
+//! (`accounts`), reads for the query API (`search`), the aggregations
+//! behind the analytics views (`analytics`) and the alerting tables
+//! (`alerts`). It knows ClickHouse and its own row types only: nothing of
+//! config files, alert rules, analysis or secrets (the layers test keeps
+//! it below every module that does).
 //!
 //! The `clickhouse` crate runs with validation off: its validation sends a
 //! setting that ClickHouse 18.16 rejects, and `RowBinary` without it is
