@@ -185,7 +185,8 @@ b.prom("timeseries", "Latency p95", [("agent to collector", f"histogram_quantile
                                      ("API", f"histogram_quantile(0.95, sum by (le) (rate(logferry_collector_api_request_duration_seconds_bucket{R})))")], unit="s")
 b.prom("timeseries", "Lost or damaged (agents)", [("{{instance}} abandoned bytes: {{reason}}", f"sum by (instance, reason) (increase(logferry_agent_tail_abandoned_bytes_total{R}))"),
                                                    ("{{instance}} lines cut", f"sum by (instance) (increase(logferry_agent_tail_truncated_lines_total{R}))"),
-                                                   ("{{instance}} parse errors", f"sum by (instance) (increase(logferry_agent_tail_parse_errors_total{R}))")])
+                                                   ("{{instance}} parse errors", f"sum by (instance) (increase(logferry_agent_tail_parse_errors_total{R}))"),
+                                                   ("{{instance}} files truncated while stopped, loss uncounted", f"sum by (instance) (increase(logferry_agent_tail_uncounted_truncations_total{R}))")])
 b.prom("timeseries", "Alerts", [("firing", "max(logferry_collector_alerts_firing)"),
                                 ("notifications {{channel}} {{outcome}}", f"sum by (channel, outcome) (increase(logferry_collector_alerts_notifications_total{R}))"),
                                 ("evaluations failed", f"sum(increase(logferry_collector_alerts_evaluations_total{{outcome=\"failed\"}}{R}))")])

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub parse_errors: IntCounterVec,
     pub truncated_lines: IntCounterVec,
     pub abandoned_bytes: IntCounterVec,
+    pub uncounted_truncations: IntCounterVec,
     pub redactions: IntCounterVec,
     queue_records: IntGauge,
     queue_bytes: IntGauge,
@@ -137,6 +138,11 @@ impl Metrics {
                 "Bytes that will never be read, by source and reason: truncated (a file truncated with unread bytes and no copy found), unreadable (a file that could no longer be read).",
                 &["source", "reason"],
             ),
+            uncounted_truncations: counters(
+                "logferry_agent_tail_uncounted_truncations_total",
+                "Files found truncated at the agent's start with no copy of their old content, by source: what they held past the checkpoint, if anything, was lost and cannot be counted in abandoned bytes.",
+                &["source"],
+            ),
             redactions: counters(
                 "logferry_agent_redactions_total",
                 "Values replaced before queueing, by source and detector (a built-in name, or custom.<index> for a source's redact_patterns).",
@@ -234,6 +240,7 @@ impl Metrics {
                 &self.bytes,
                 &self.rotations,
                 &self.truncations,
+                &self.uncounted_truncations,
                 &self.parse_errors,
                 &self.truncated_lines,
             ] {

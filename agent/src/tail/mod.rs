@@ -65,6 +65,10 @@ struct Tracked {
     read_pos: u64,
     /// The file's size when last looked at.
     size: u64,
+    /// Whether this run has looked at the file's size yet: before that,
+    /// `size` is only the checkpoint's offset, and what the file held past
+    /// it before a truncation while the agent was stopped is unknown.
+    sized: bool,
     framer: Framer,
     /// The checkpoint last made durable.
     saved: Checkpoint,
@@ -423,6 +427,7 @@ impl Tailer {
                 source,
                 read_pos: saved.offset,
                 size: saved.offset,
+                sized: false,
                 framer: Framer::new(max_line, saved.discarding),
                 saved,
                 path,
@@ -543,11 +548,12 @@ impl Tailer {
         // Copytruncate shows as a file shorter than what was read, or, when
         // the writer refilled it past that point already, as a new head.
         let last_size = std::mem::replace(&mut t.size, size);
+        let sized = std::mem::replace(&mut t.sized, true);
         let verify = std::mem::take(&mut t.verify) || size > t.read_pos;
         if size < t.read_pos
             || (verify && t.saved.fp_len > 0 && !head_matches_file(&t.file, &t.saved))
         {
-            self.truncated(id, last_size)?;
+            self.truncated(id, last_size, sized)?;
             return Ok(true);
         }
         let mut lines = Lines::default();
@@ -636,7 +642,11 @@ impl Tailer {
     /// Lines not yet read are taken from the copy when one exists; then the
     /// file is read again from 0. Without a copy, what the file held past
     /// the checkpoint when last seen (`last_size`) is lost, and counted.
-    fn truncated(&mut self, id: FileId, last_size: u64) -> Result<(), QueueError> {
+    /// When the file was not seen since the agent started (`sized` false),
+    /// how much it held is unknown: a copy exactly as long as what was read
+    /// shows that nothing was lost; without any copy, the loss cannot be
+    /// counted and is reported as such.
+    fn truncated(&mut self, id: FileId, last_size: u64, sized: bool) -> Result<(), QueueError> {
         let Some(t) = self.files.get_mut(&id) else {
             return Ok(());
         };
@@ -648,20 +658,28 @@ impl Tailer {
             .inc();
         let saved = t.saved.clone();
         let path = t.path.clone();
-        let plain = (saved.fp_len > 0)
-            .then(|| {
-                find_in_dir(&path, |meta, path| {
-                    (meta.dev(), meta.ino()) != (id.dev, id.ino)
-                        && meta.len() > saved.offset
-                        && head_matches(path, &saved)
+        // A copy of the old content: a file beside it that begins as it did
+        // and is at least `min_len` long.
+        let beside = |min_len: u64| {
+            (saved.fp_len > 0)
+                .then(|| {
+                    find_in_dir(&path, |meta, path| {
+                        (meta.dev(), meta.ino()) != (id.dev, id.ino)
+                            && meta.len() >= min_len
+                            && head_matches(path, &saved)
+                    })
                 })
-            })
-            .flatten()
-            .and_then(|p| Some((File::open(&p).ok()?, p)));
+                .flatten()
+        };
+        let plain = beside(saved.offset + 1).and_then(|p| Some((File::open(&p).ok()?, p)));
         // Rotated and compressed at once, the new file on the old inode.
+        let mut compressed = false;
         let copy = plain.or_else(|| match self.unpack(&saved) {
-            Ok(Some(u)) if u.len > saved.offset => Some((u.file, u.from)),
-            Ok(_) => None,
+            Ok(Some(u)) => {
+                compressed = true;
+                (u.len > saved.offset).then_some((u.file, u.from))
+            }
+            Ok(None) => None,
             Err(why) => {
                 warn!(path = %path.display(), "the compressed copy of a truncated file cannot be read: {why}");
                 None
@@ -679,6 +697,12 @@ impl Tailer {
                     .abandoned_bytes
                     .with_label_values(&[&source_name, "truncated"])
                     .inc_by(lost);
+            } else if !sized && !compressed && saved.fp_len > 0 && beside(saved.offset).is_none() {
+                warn!(path = %t.path.display(), offset = saved.offset, "file truncated while the agent was stopped, and no copy of its old content found: lines written past this offset before the truncation, if there were any, are lost and cannot be counted");
+                self.metrics
+                    .uncounted_truncations
+                    .with_label_values(&[&source_name])
+                    .inc();
             }
         }
         if let Some((copy, copy_path)) = copy {

@@ -430,6 +430,44 @@ fn copytruncate_recovers_unread_lines_from_the_copy() {
     assert_eq!(h.delivered, vec!["one", "two", "three"]);
 }
 
+/// A file truncated while the agent was stopped: how much it held past
+/// the checkpoint is unknown. Stops the agent after `one`, then runs
+/// `meanwhile` and starts it again; answers what was shipped and the
+/// uncounted truncations.
+fn truncated_while_stopped(meanwhile: impl FnOnce(&Harness)) -> (Vec<String>, u64) {
+    let mut h = Harness::new(StartAt::Beginning);
+    h.append("a.log", "one\n");
+    h.settle();
+    h.tailer = None;
+    meanwhile(&h);
+    h.restart();
+    h.settle();
+    let uncounted = h.metrics.uncounted_truncations.with_label_values(&["app"]);
+    (h.delivered.clone(), uncounted.get())
+}
+
+#[test]
+fn a_truncation_while_stopped_with_no_copy_is_reported_as_an_uncounted_loss() {
+    let (delivered, uncounted) = truncated_while_stopped(|h| {
+        h.append("a.log", "two\n");
+        h.truncate("a.log");
+        h.append("a.log", "three\n");
+    });
+    assert_eq!(delivered, vec!["one", "three"]);
+    assert_eq!(uncounted, 1);
+}
+
+#[test]
+fn a_copy_as_long_as_what_was_read_shows_a_truncation_while_stopped_lost_nothing() {
+    let (delivered, uncounted) = truncated_while_stopped(|h| {
+        std::fs::copy(h.path("a.log"), h.path("a.log.1")).expect("copy");
+        h.truncate("a.log");
+        h.append("a.log", "two\n");
+    });
+    assert_eq!(delivered, vec!["one", "two"]);
+    assert_eq!(uncounted, 0);
+}
+
 #[test]
 fn files_that_begin_with_the_same_bytes_are_both_followed() {
     let mut h = Harness::new(StartAt::Beginning);
