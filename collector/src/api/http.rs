@@ -66,14 +66,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The router and the OpenAPI document describing it.
-/// `metrics_token`: what `/metrics` requires as a bearer token, if anything.
-pub fn router(
-    service: Arc<Service>,
-    metrics: Arc<Metrics>,
-    metrics_token: Option<String>,
-) -> Router {
-    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Every operation, with its OpenAPI entry.
+fn operations() -> OpenApiRouter<Arc<Service>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(login))
         .routes(routes!(me))
         .routes(routes!(list_tokens, create_token))
@@ -98,8 +93,16 @@ pub fn router(
         .routes(routes!(delete_tenant))
         .routes(routes!(list_agents, create_agent))
         .routes(routes!(revoke_agent))
-        .with_state(service)
-        .split_for_parts();
+}
+
+/// The router and the OpenAPI document describing it.
+/// `metrics_token`: what `/metrics` requires as a bearer token, if anything.
+pub fn router(
+    service: Arc<Service>,
+    metrics: Arc<Metrics>,
+    metrics_token: Option<String>,
+) -> Router {
+    let (api, doc) = operations().with_state(service).split_for_parts();
     let doc = Arc::new(doc);
     api.route(
         "/api/v1/openapi.json",
@@ -722,4 +725,47 @@ async fn revoke_agent(
     Path(id): Path<String>,
 ) -> Result<Json<CredentialInfo>, ApiError> {
     Ok(Json(svc.revoke_credential(&p, "agent", &id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_documents_its_answer_and_every_error_answer() {
+        let (_, doc) = operations().split_for_parts();
+        let statuses: BTreeMap<String, usize> =
+            ApiError::TABLE.iter().fold(BTreeMap::new(), |mut m, row| {
+                *m.entry(row.http.as_u16().to_string()).or_default() += 1;
+                m
+            });
+        let mut operations = 0;
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [
+                ("get", &item.get),
+                ("post", &item.post),
+                ("put", &item.put),
+                ("patch", &item.patch),
+                ("delete", &item.delete),
+            ] {
+                let Some(op) = op else { continue };
+                operations += 1;
+                let documented = &op.responses.responses;
+                assert!(
+                    documented.keys().any(|s| s.starts_with('2')),
+                    "{method} {path} documents no success"
+                );
+                for status in statuses.keys() {
+                    let Some(RefOr::T(r)) = documented.get(status) else {
+                        panic!("{method} {path} does not document {status}");
+                    };
+                    assert!(
+                        r.content.contains_key("application/json"),
+                        "{method} {path} {status}: no error body"
+                    );
+                }
+            }
+        }
+        assert!(operations >= 30, "only {operations} operations documented");
+    }
 }
