@@ -1,5 +1,5 @@
 //! Alert rules through the API: list, create, read, replace, delete,
-//! silence for a while; and the alert history. Rules of the config file
+//! silence for a while; the alerts firing now and the alert history. Rules of the config file
 //! are listed and can be silenced, but are changed in the file.
 
 use std::time::Duration;
@@ -93,7 +93,53 @@ fn visible(p: &Principal, tenant: &str) -> bool {
     tenant == EVERY_TENANT || p.scope.contains(tenant)
 }
 
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActiveAlert {
+    pub tenant: String,
+    pub rule_id: String,
+    /// The rule's name.
+    pub rule: String,
+    /// What the rule groups by (an address, a host, an error group), or empty.
+    pub group: String,
+    pub state: String,
+    pub severity: String,
+    pub summary: String,
+    pub value: f64,
+    pub since: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AlertsView {
+    pub alerts: Vec<ActiveAlert>,
+}
+
 impl Service {
+    pub async fn active_alerts(
+        &self,
+        p: &Principal,
+        params: &AnalyticsParams,
+    ) -> Result<AlertsView, ApiError> {
+        p.require_reader()?;
+        let scope = p.scope.sql(params.tenant.as_deref())?;
+        let rows = self.store()?.firing_alerts(&scope, self.limits()).await?;
+        Ok(AlertsView {
+            alerts: rows
+                .into_iter()
+                .map(|r| ActiveAlert {
+                    tenant: r.tenant,
+                    rule_id: r.rule_id,
+                    rule: r.rule,
+                    group: r.group_key,
+                    state: r.state,
+                    severity: r.severity,
+                    summary: r.summary,
+                    value: r.value,
+                    since: rfc3339_s(u64::from(r.since)),
+                })
+                .collect(),
+        })
+    }
+
     /// The rules `p` may see (their tenants' and every tenant's), each with
     /// the silences `p` may see.
     async fn rule_infos(&self, p: &Principal) -> Result<Vec<RuleInfo>, ApiError> {

@@ -3,13 +3,13 @@
 //! are computed by `crate::analytics`.
 
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::service::Service;
 use super::ApiError;
 use crate::analytics::*;
 use crate::auth::Principal;
-use crate::clock::{now_ns, rfc3339_s, NS};
+use crate::clock::{now_ns, NS};
 use crate::query::sql::{Sql, Value};
 use crate::query::{parse_span, parse_time};
 use crate::store::analytics::Window;
@@ -37,26 +37,6 @@ pub struct AnalyticsParams {
     pub session_gap: Option<String>,
     /// Daily report: the day, `YYYY-MM-DD` (UTC). Default: yesterday.
     pub day: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ActiveAlert {
-    pub tenant: String,
-    pub rule_id: String,
-    /// The rule's name.
-    pub rule: String,
-    /// What the rule groups by (an address, a host, an error group), or empty.
-    pub group: String,
-    pub state: String,
-    pub severity: String,
-    pub summary: String,
-    pub value: f64,
-    pub since: String,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AlertsView {
-    pub alerts: Vec<ActiveAlert>,
 }
 
 impl AnalyticsParams {
@@ -231,31 +211,5 @@ impl Service {
                 "unknown view `{other}`: one of health, errors, performance, security, users/activity, report/daily, alerts/active, alerts/history"
             ))),
         }
-    }
-
-    pub async fn active_alerts(
-        &self,
-        p: &Principal,
-        params: &AnalyticsParams,
-    ) -> Result<AlertsView, ApiError> {
-        p.require_reader()?;
-        let scope = p.scope.sql(params.tenant.as_deref())?;
-        let rows = self.store()?.firing_alerts(&scope, self.limits()).await?;
-        Ok(AlertsView {
-            alerts: rows
-                .into_iter()
-                .map(|r| ActiveAlert {
-                    tenant: r.tenant,
-                    rule_id: r.rule_id,
-                    rule: r.rule,
-                    group: r.group_key,
-                    state: r.state,
-                    severity: r.severity,
-                    summary: r.summary,
-                    value: r.value,
-                    since: rfc3339_s(u64::from(r.since)),
-                })
-                .collect(),
-        })
     }
 }
