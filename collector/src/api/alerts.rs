@@ -1,6 +1,7 @@
 //! Alert rules through the API: list, create, read, replace, delete,
-//! silence for a while; the alerts firing now and the alert history. Rules of the config file
-//! are listed and can be silenced, but are changed in the file.
+//! silence for a while; the alerts firing now and the alert history. Rules
+//! of the config file are listed and can be silenced, but are changed in
+//! the file.
 
 use std::time::Duration;
 
