@@ -2,7 +2,7 @@
 //! stores logs in ClickHouse, exactly once per record.
 //!
 //! Layout, top down (each module uses only those below it; the `layers`
-//! test fails on an import cycle):
+//! test fails on an import cycle or an import that goes up):
 //! - `server`: wires the pieces together and shuts them down in order;
 //! - `bootstrap`: the `bootstrap` command (first admin, first tenant);
 //! - `ingest`: the gRPC ingest service and the exactly-once protocol;

@@ -1,13 +1,62 @@
 //! The collector's modules depend downward only: no import cycle between
-//! the top-level modules of `src/`. A path `crate::x` in any file of module
-//! `m` (a `use`, or a path written inline) is an edge `m -> x`; the crate
-//! writes every reference to another module that way. Run alone with
-//! `cargo test --release --workspace --test layers`.
+//! the top-level modules of `src/`, and every import goes down `FLOORS`,
+//! the order ARCHITECTURE.md and `lib.rs` give. A path `crate::x` in any
+//! file of module `m` (a `use`, or a path written inline) is an edge
+//! `m -> x`; the crate writes every reference to another module that way.
+//! Run alone with `cargo test --release --workspace --test layers`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// The collector's modules, top floor first; a module may use only those
+/// on floors below its own. A new module takes its place here.
+const FLOORS: &[&[&str]] = &[
+    &["server"],
+    &["bootstrap"],
+    &["ingest"],
+    &["api"],
+    &["error"],
+    &["auth"],
+    &["tls"],
+    &["config"],
+    &["alerts"],
+    &["analytics"],
+    &["analyze"],
+    &["store"],
+    &["decode"],
+    &[
+        "record",
+        "query",
+        "clock",
+        "metrics",
+        "geoip",
+        "listen",
+        "background",
+        "offline",
+    ],
+];
+
+/// Edges of `graph` that do not go down `floors`, and modules not on any.
+fn upward(graph: &Graph, floors: &[&[&str]]) -> Vec<String> {
+    let floor = |m: &str| floors.iter().position(|f| f.contains(&m));
+    let mut wrong = Vec::new();
+    for (m, uses) in graph {
+        let Some(mine) = floor(m) else {
+            wrong.push(format!("{m} is on no floor"));
+            continue;
+        };
+        for x in uses {
+            match floor(x) {
+                None => wrong.push(format!("{x} (used by {m}) is on no floor")),
+                Some(theirs) if theirs <= mine => wrong.push(format!("{m} -> {x}")),
+                Some(_) => {}
+            }
+        }
+    }
+    wrong
+}
 
 /// The top-level modules each module's files name.
 fn graph_of(src: &Path) -> Graph {
@@ -131,7 +180,7 @@ fn cycle(graph: &Graph) -> Option<Vec<String>> {
 }
 
 #[test]
-fn the_collectors_modules_import_each_other_without_a_cycle() {
+fn the_collectors_modules_import_only_downward_and_without_a_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let graph = graph_of(&src);
     // The reader must see the crate, or this passes on nothing.
@@ -152,6 +201,11 @@ fn the_collectors_modules_import_each_other_without_a_cycle() {
             c.join(" -> ")
         );
     }
+    let wrong = upward(&graph, FLOORS);
+    assert!(
+        wrong.is_empty(),
+        "imports that do not go down FLOORS (move the code, or the module's floor here and in ARCHITECTURE.md): {wrong:?}"
+    );
 }
 
 #[test]
