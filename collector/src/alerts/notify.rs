@@ -418,7 +418,7 @@ impl Notifier {
                     return;
                 }
                 Err(e) => {
-                    error = e.without_url().to_string();
+                    error = error_chain(&e.without_url());
                     if attempt < self.max_attempts {
                         self.metrics
                             .alert_notification_retries
