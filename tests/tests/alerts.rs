@@ -131,8 +131,12 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     // A receiver that always fails: each delivery gives up after
     // max_attempts, recorded as failed.
     rx.fail_first("/dead", usize::MAX);
+    // A count rule fires only if its lines are stored while still inside
+    // its window, `for_s` and one interval before they leave it: the
+    // windows leave a loaded machine a few seconds between a line's
+    // timestamp and its storage.
     let rules = "\
-[[alerts.rules]]\nname = \"errors\"\ntenant = \"default\"\nkind = \"count\"\nquery = \"level:error\"\nthreshold = 2\nwindow_s = 6\nfor_s = 2\nchannels = [\"hook\", \"slack\", \"pd\", \"sentry\"]\n\
+[[alerts.rules]]\nname = \"errors\"\ntenant = \"default\"\nkind = \"count\"\nquery = \"level:error\"\nthreshold = 2\nwindow_s = 8\nfor_s = 2\nchannels = [\"hook\", \"slack\", \"pd\", \"sentry\"]\n\
 [[alerts.rules]]\nname = \"logins\"\ntenant = \"default\"\nkind = \"failed_logins\"\ngroup_by = \"client_ip\"\nthreshold = 2\nwindow_s = 10\nfor_s = 1\nchannels = [\"hook\", \"dead\"]\n\
 [[alerts.rules]]\nname = \"5xx\"\ntenant = \"default\"\nservices = [\"checkout\"]\nkind = \"error_rate\"\nthreshold = 50\nmin_requests = 4\nwindow_s = 10\nfor_s = 1\nchannels = [\"hook\"]\n\
 [[alerts.rules]]\nname = \"slow\"\ntenant = \"default\"\nkind = \"latency\"\nroute = \"/slow\"\nthreshold = 1000\nmin_requests = 3\nwindow_s = 10\nfor_s = 1\nchannels = [\"hook\"]\n\
@@ -169,7 +173,7 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
             "/api/v1/alerts/rules",
             Some(&admin),
             &json!({"name": "errors (silenced)", "tenant": "default", "kind": "count",
-                    "query": "level:error", "threshold": 2, "window_s": 4, "channels": ["hook"]}),
+                    "query": "level:error", "threshold": 2, "window_s": 8, "channels": ["hook"]}),
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
@@ -186,7 +190,7 @@ async fn every_rule_kind_fires_notifies_once_and_resolves() {
     // Read, replace, list, delete; names are unique per tenant.
     let path = format!("/api/v1/alerts/rules/{silenced_id}");
     let mut spec = json!({"name": "errors (silenced)", "tenant": "default", "kind": "count",
-        "query": "level:error", "threshold": 2, "window_s": 4, "for_s": 1, "channels": ["hook"]});
+        "query": "level:error", "threshold": 2, "window_s": 8, "for_s": 1, "channels": ["hook"]});
     let r = http
         .call(reqwest::Method::PUT, &path, Some(&admin), Some(&spec))
         .await;
