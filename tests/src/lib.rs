@@ -17,6 +17,21 @@ pub use tempfile::TempDir;
 pub mod api;
 pub mod receiver;
 
+/// Whether the plain-text collector whose HTTP API listens on `http_port`
+/// has connected to ClickHouse: it answers an unknown token with 401 then
+/// (503 before).
+pub fn collector_connected(http_port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", http_port)) else {
+        return false;
+    };
+    let _ = s.write_all(
+        b"GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer lft_probe\r\nConnection: close\r\n\r\n",
+    );
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+    answer.starts_with("HTTP/1.1 401")
+}
+
 /// A port nothing listens on, below the kernel's ephemeral range
 /// (32768-60999 on Linux): a port the kernel handed out for listening
 /// could be given next to an outgoing connection before the test's server
@@ -666,20 +681,11 @@ impl Collector {
         }
     }
 
-    /// Waits until the collector has connected to ClickHouse: its HTTP API
-    /// answers an unknown token with 401 then (503 before). Plain-text
-    /// collectors only.
+    /// Waits until the collector has connected to ClickHouse
+    /// (`collector_connected`). Plain-text collectors only.
     pub fn wait_connected(&self) {
         let connected = wait_until(Duration::from_secs(60), || {
-            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http_port)) else {
-                return false;
-            };
-            let _ = s.write_all(
-                b"GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer lft_probe\r\nConnection: close\r\n\r\n",
-            );
-            let mut answer = String::new();
-            let _ = std::io::Read::read_to_string(&mut s, &mut answer);
-            answer.starts_with("HTTP/1.1 401")
+            collector_connected(self.http_port)
         });
         assert!(
             connected,
