@@ -413,15 +413,22 @@ fn wait_stored(
     }
     let mut cpu = [0.0; 2];
     let mut rss = [0.0; 2];
+    let mut exited = None;
     let done = wait_until(Duration::from_secs(3600), || {
         for (i, p) in procs.iter().enumerate() {
-            if let Some((c, r)) = p.usage() {
-                cpu[i] = c - base[i];
-                rss[i] = r;
+            match p.usage() {
+                Some((c, r)) => {
+                    cpu[i] = c - base[i];
+                    rss[i] = r;
+                }
+                None => exited = Some(*p),
             }
         }
-        ch.count(&format!("SELECT count() FROM {table}")) >= lines
+        exited.is_some() || ch.count(&format!("SELECT count() FROM {table}")) >= lines
     });
+    if let Some(p) = exited {
+        anyhow::bail!("a process exited: {}", p.log_text());
+    }
     let secs = started.elapsed().as_secs_f64();
     let stored = ch.count(&format!("SELECT count() FROM {table}"));
     anyhow::ensure!(done, "timed out with {stored} of {lines} rows in {table}");
@@ -487,7 +494,6 @@ fn logferry(
     let logs = work.join("logs");
     std::fs::create_dir(&logs)?;
     let tables = [
-        ("push", format!("listen = \"127.0.0.1:{}\"", free_port())),
         (
             "forward",
             format!("endpoints = [\"http://127.0.0.1:{ingest}\"]"),
