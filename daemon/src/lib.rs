@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+pub mod allocator;
 pub mod files;
 pub mod report;
 
@@ -273,6 +274,7 @@ where
     T: FnOnce(S, String, clap::ArgMatches) -> TFut,
     TFut: Future<Output = anyhow::Result<()>>,
 {
+    allocator::tune();
     let args = command(program)
         .subcommands(commands)
         .subcommands(offline.iter().map(|o| o.command.clone()))
