@@ -68,8 +68,13 @@ fn queue_round_trip(c: &mut Criterion) {
     let mut g = c.benchmark_group("queue");
     g.throughput(Throughput::Bytes(data.len() as u64));
     for sync in [false, true] {
-        let q =
-            Queue::open(&dir.path().join(format!("sync-{sync}")), 1 << 34, sync).expect("queue");
+        let q = Queue::open(
+            &dir.path().join(format!("sync-{sync}")),
+            1 << 34,
+            sync,
+            16 << 20,
+        )
+        .expect("queue");
         let name = if sync {
             "commit+cut+ack 1 MiB, fsync"
         } else {

@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Arg, ArgMatches, Command};
 
 use crate::config::{Config, SyncPolicy};
-use crate::queue::{DeadLetter, Queue, QueueError};
+use crate::queue::{DeadLetter, Queue, QueueError, MIN_MEMORY};
 use crate::tail::checkpoint::{Checkpoint, FileId};
 use crate::tail::FileRefill;
 
@@ -62,7 +62,7 @@ pub async fn run(config: Config, name: &str, args: &ArgMatches) -> anyhow::Resul
         "dead-letters" => dead_letters(&*open(&dir, max_bytes, sync)?, &args),
         "check-state" => check_state(&dir, max_bytes, sync),
         "repair" => {
-            let (_, recovery) = Queue::open_or_recover(&dir, max_bytes, sync, &refill)
+            let (_, recovery) = Queue::open_or_recover(&dir, max_bytes, sync, MIN_MEMORY, &refill)
                 .map_err(|e| in_use(e, &dir))?;
             match recovery {
                 Some(r) => println!("recovered: {r}"),
@@ -87,8 +87,10 @@ fn in_use(e: QueueError, dir: &Path) -> anyhow::Error {
     })
 }
 
+/// The queue, for a command run with the agent stopped: the least memory
+/// serves.
 fn open(dir: &Path, max_bytes: u64, sync: bool) -> anyhow::Result<Arc<Queue>> {
-    Queue::open(dir, max_bytes, sync).map_err(|e| in_use(e, dir))
+    Queue::open(dir, max_bytes, sync, MIN_MEMORY).map_err(|e| in_use(e, dir))
 }
 
 fn dead_letters(queue: &Queue, args: &ArgMatches) -> anyhow::Result<()> {

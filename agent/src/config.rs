@@ -29,6 +29,7 @@ pub struct Config {
     pub push: PushConfig,
     pub forward: ForwardConfig,
     pub metrics: MetricsConfig,
+    pub memory: MemoryConfig,
     pub sentry: SentryConfig,
     pub log: LogConfig,
     pub shutdown_timeout_ms: u64,
@@ -49,6 +50,65 @@ impl Default for MetricsConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MemoryConfig {
+    /// What the agent may hold for records at once: lines being read, pushes
+    /// being received, batches being sent, and the queue's write buffers
+    /// and block cache, which get what the others' limits leave
+    /// (`Config::memory_plan`).
+    pub budget_bytes: u64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            budget_bytes: 42 << 20,
+        }
+    }
+}
+
+/// How `memory.budget_bytes` is shared, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// A read of `tail.read_chunk_bytes` and the chunk its lines become.
+    pub files: u64,
+    /// `push.max_concurrent` messages of `push.max_message_bytes`, each as
+    /// received (up to twice its size while it arrives), decoded (about
+    /// twice) and encoded again for the queue.
+    pub pushes: u64,
+    /// `forward.max_in_flight` batches of `forward.batch_max_bytes`, each
+    /// with the request encoded from it and its compressed copy.
+    pub batches: u64,
+    /// The rest: the queue's write buffers and block cache.
+    pub queue: u64,
+}
+
+impl Config {
+    pub fn memory_plan(&self) -> MemoryPlan {
+        let files = if self.sources.is_empty() {
+            0
+        } else {
+            2 * self.tail.read_chunk_bytes as u64
+        };
+        let pushes = if self.push.listen.is_empty() {
+            0
+        } else {
+            5 * self.push.max_concurrent as u64 * self.push.max_message_bytes as u64
+        };
+        let batches = self.forward.max_in_flight as u64 * self.forward.batch_max_bytes * 5 / 2;
+        MemoryPlan {
+            files,
+            pushes,
+            batches,
+            queue: self
+                .memory
+                .budget_bytes
+                .saturating_sub(files + pushes + batches),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -61,6 +121,7 @@ impl Default for Config {
             push: PushConfig::default(),
             forward: ForwardConfig::default(),
             metrics: MetricsConfig::default(),
+            memory: MemoryConfig::default(),
             sentry: SentryConfig::default(),
             log: LogConfig::default(),
             shutdown_timeout_ms: 10_000,
@@ -196,13 +257,16 @@ pub struct PushConfig {
     pub listen: String,
     /// Largest accepted push message.
     pub max_message_bytes: usize,
+    /// Most pushes received at once; more wait for their turn.
+    pub max_concurrent: usize,
 }
 
 impl Default for PushConfig {
     fn default() -> Self {
         PushConfig {
             listen: String::new(),
-            max_message_bytes: 16 << 20,
+            max_message_bytes: 1 << 20,
+            max_concurrent: 2,
         }
     }
 }
@@ -259,7 +323,7 @@ impl Default for ForwardConfig {
         ForwardConfig {
             endpoints: vec!["http://127.0.0.1:4320".into()],
             batch_max_records: 100_000,
-            batch_max_bytes: 16 << 20,
+            batch_max_bytes: 5 << 20,
             batch_timeout_ms: 500,
             request_timeout_ms: 30_000,
             max_in_flight: 2,
@@ -337,6 +401,25 @@ impl Settings for Config {
         }
         if self.queue.max_bytes < 1 << 20 {
             p.push("queue.max_bytes: must be at least 1048576".into());
+        }
+        if self.push.max_concurrent == 0 {
+            p.push("push.max_concurrent: must be at least 1".into());
+        }
+        let plan = self.memory_plan();
+        if plan.queue < crate::queue::MIN_MEMORY {
+            let mib = |b: u64| b as f64 / f64::from(1 << 20);
+            p.push(format!(
+                "memory.budget_bytes: {:.1} MiB leaves the queue {:.1} MiB, less than the {:.0} MiB it needs, \
+                 after {:.1} MiB for batches in flight (forward.max_in_flight × forward.batch_max_bytes × 2.5), \
+                 {:.1} MiB for pushes (push.max_concurrent × push.max_message_bytes × 5) and {:.1} MiB \
+                 for reading files (tail.read_chunk_bytes × 2): raise the budget or lower those",
+                mib(self.memory.budget_bytes),
+                mib(plan.queue),
+                mib(crate::queue::MIN_MEMORY),
+                mib(plan.batches),
+                mib(plan.pushes),
+                mib(plan.files),
+            ));
         }
         if !self.push.listen.is_empty() && self.push.listen.parse::<SocketAddr>().is_err() {
             p.push(format!(
@@ -435,6 +518,49 @@ mod tests {
         assert!(problems
             .iter()
             .any(|p| p.starts_with("forward.max_in_flight")));
+    }
+
+    #[test]
+    fn the_memory_budget_is_shared_and_one_too_small_is_refused() {
+        const MIB: u64 = 1 << 20;
+        let mut config = Config::default();
+        config.sources.push(SourceConfig {
+            name: "app".into(),
+            include: vec!["/var/log/app/*.log".into()],
+            ..SourceConfig::default()
+        });
+        // The defaults: 2 x 5 MiB batches, one 1 MiB read, no pushes.
+        assert_eq!(
+            config.memory_plan(),
+            MemoryPlan {
+                files: 2 * MIB,
+                pushes: 0,
+                batches: 25 * MIB,
+                queue: 15 * MIB,
+            }
+        );
+        assert_eq!(config.problems(), Vec::<String>::new());
+        // Pushes take their share from the queue's.
+        config.push.listen = "127.0.0.1:4317".into();
+        assert_eq!(config.memory_plan().pushes, 10 * MIB);
+        assert_eq!(config.memory_plan().queue, 5 * MIB);
+        assert_eq!(config.problems(), Vec::<String>::new());
+        // Larger batches leave the queue too little: refused, with the
+        // figures and the keys that make them.
+        config.forward.batch_max_bytes = 16 * MIB;
+        let problems = config.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        for part in [
+            "memory.budget_bytes: 42.0 MiB leaves the queue 0.0 MiB",
+            "80.0 MiB for batches in flight",
+            "10.0 MiB for pushes",
+            "2.0 MiB for reading files",
+        ] {
+            assert!(problems[0].contains(part), "{part}: {problems:?}");
+        }
+        config.memory.budget_bytes = 100 * MIB;
+        assert_eq!(config.memory_plan().queue, 8 * MIB);
+        assert_eq!(config.problems(), Vec::<String>::new());
     }
 
     #[test]

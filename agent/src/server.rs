@@ -26,6 +26,10 @@ use crate::push::PushReceiver;
 use crate::queue::Queue;
 use crate::tail::{FileRefill, Matcher, Tailer, Wake};
 
+/// What a push connection may send ahead of being read (HTTP/2 flow
+/// control), outside `memory.budget_bytes`.
+pub const PUSH_WINDOW_BYTES: u32 = 256 << 10;
+
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
@@ -35,10 +39,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.queue.sync == SyncPolicy::Always,
     );
     let refill = FileRefill::new(&config.sources);
-    let (queue, recovery) =
-        tokio::task::spawn_blocking(move || Queue::open_or_recover(&dir, max_bytes, sync, &refill))
-            .await?
-            .with_context(|| format!("cannot open the queue in {}", config.data_dir.display()))?;
+    let plan = config.memory_plan();
+    info!(
+        budget_mib = config.memory.budget_bytes >> 20,
+        queue_mib = plan.queue >> 20,
+        batches_mib = plan.batches >> 20,
+        pushes_mib = plan.pushes >> 20,
+        files_mib = plan.files >> 20,
+        "memory budget"
+    );
+    let (queue, recovery) = tokio::task::spawn_blocking(move || {
+        Queue::open_or_recover(&dir, max_bytes, sync, plan.queue, &refill)
+    })
+    .await?
+    .with_context(|| format!("cannot open the queue in {}", config.data_dir.display()))?;
     let host = if config.host_name.is_empty() {
         hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
@@ -149,6 +163,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let stop = stop_push.clone();
         Some(tokio::spawn(
             tonic::transport::Server::builder()
+                // Within the memory budget: more pushes wait for a turn,
+                // and what a connection sends ahead of its turn is small.
+                .initial_connection_window_size(PUSH_WINDOW_BYTES)
+                .initial_stream_window_size(PUSH_WINDOW_BYTES)
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    config.push.max_concurrent,
+                ))
                 .add_service(service)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),

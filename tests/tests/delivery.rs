@@ -348,6 +348,101 @@ async fn a_backlog_of_request_shaped_lines_drains_with_every_default() {
     eprintln!("{stamped} of {LINES} rows stamped with a security class");
 }
 
+/// The agent's resident memory under a burst of lines, every memory setting
+/// at its default: `memory.budget_bytes` (42 MiB) and what the program
+/// itself takes beside it (its code's pages, about 16 MiB of the 19 MiB it
+/// holds idle).
+const AGENT_RSS_MIB: f64 = 64.0;
+/// The same with pushes arriving besides: pushes take more than their
+/// share of the budget (`push.max_concurrent` x `max_message_bytes` x 5)
+/// by up to about 6 MiB, and each open push connection may send 256 KiB
+/// ahead of its turn. Measured 60.3 to 62.9 MiB (three runs).
+const AGENT_RSS_WITH_PUSHES_MIB: f64 = 72.0;
+
+/// Bursts, every memory setting at its default: 200,000 request-shaped
+/// lines (80 MB) written to a file at once; once they are stored, eight
+/// clients pushing 160,000 records in messages of almost 1 MiB
+/// (`push.max_message_bytes`) while another 200,000 lines are written.
+/// The agent's peak resident memory (VmHWM, read from /proc) stays within
+/// `AGENT_RSS_MIB`, then `AGENT_RSS_WITH_PUSHES_MIB`, and every record
+/// arrives once.
+#[tokio::test(flavor = "multi_thread")]
+async fn bursts_of_lines_and_pushes_stay_within_the_memory_budget() {
+    const LINES: u64 = 200_000;
+    const CLIENTS: usize = 8;
+    const MESSAGES: usize = 10;
+    const RECORDS: usize = 2_000;
+    let dir = TempDir::new().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let ch = ClickHouse::start();
+    let collector = Collector::new(dir.path(), "collector", &ch, "burst", "");
+    let agent = Agent::new(
+        dir.path(),
+        &[collector.endpoint()],
+        &json_source(&logs, ""),
+        "",
+    );
+    agent.wait_metrics();
+    let stored = || ch.count("SELECT count() FROM burst.logs");
+    let wait_stored = |total: u64| {
+        assert!(
+            wait_until(Duration::from_secs(300), || stored() >= total),
+            "stored {} of {total}: {}",
+            stored(),
+            agent.proc.log_text()
+        );
+        assert_eq!(
+            ch.query("SELECT count(), uniqExact(seq) FROM burst.logs FORMAT TSV")
+                .trim(),
+            format!("{total}\t{total}"),
+            "every record once"
+        );
+        agent.proc.usage().expect("the agent runs").1
+    };
+    let burst = |from: u64| {
+        let text: String = (from..from + LINES)
+            .map(|n| request_line(n) + "\n")
+            .collect();
+        append(&logs.join("api.log"), &text);
+    };
+
+    burst(0);
+    let peak_mib = wait_stored(LINES);
+    eprintln!("agent peak RSS {peak_mib:.1} MiB after a burst of lines");
+    assert!(
+        peak_mib <= AGENT_RSS_MIB,
+        "the agent's peak RSS was {peak_mib:.1} MiB, above {AGENT_RSS_MIB} MiB"
+    );
+
+    burst(LINES);
+    let mut pushers = Vec::new();
+    for c in 0..CLIENTS {
+        let mut client = push_client(&agent).await;
+        pushers.push(tokio::spawn(async move {
+            for m in 0..MESSAGES {
+                let mut req = records(c * MESSAGES + m, RECORDS);
+                for r in &mut req.records {
+                    r.body.push_str(&" padding".repeat(55));
+                }
+                let size = prost::Message::encoded_len(&req);
+                assert!((900 << 10..1 << 20).contains(&size), "{size} B");
+                // Pushes beyond push.max_concurrent wait for their turn.
+                client.push(req).await.expect("push accepted");
+            }
+        }));
+    }
+    for p in pushers {
+        p.await.expect("pusher");
+    }
+    let peak_mib = wait_stored(2 * LINES + (CLIENTS * MESSAGES * RECORDS) as u64);
+    eprintln!("agent peak RSS {peak_mib:.1} MiB after pushes besides");
+    assert!(
+        peak_mib <= AGENT_RSS_WITH_PUSHES_MIB,
+        "the agent's peak RSS was {peak_mib:.1} MiB, above {AGENT_RSS_WITH_PUSHES_MIB} MiB"
+    );
+}
+
 /// `logferry-agent --config <the test agent's> dead-letters <args>`.
 fn dead_letters(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     let config = dir.join("agent.toml");

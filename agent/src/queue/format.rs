@@ -17,6 +17,9 @@
 //! every start (a synced write), so numbers are never reused, even when a
 //! power failure takes back writes that were not synced.
 
+use logferry_proto::Chunk;
+use prost::Message;
+
 use crate::queue::QueueError;
 
 pub const EPOCH_SHIFT: u32 = 40;
@@ -32,11 +35,11 @@ pub fn decode_seq(key: &[u8]) -> Result<u64, QueueError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// Prefixes an encoded chunk with its record count.
-pub fn record_value(count: u32, chunk: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + chunk.len());
+/// A chunk's record count, then the chunk encoded: one buffer, sized once.
+pub fn record_value(count: u32, chunk: &Chunk) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + chunk.encoded_len());
     v.extend_from_slice(&count.to_be_bytes());
-    v.extend_from_slice(chunk);
+    chunk.encode_raw(&mut v);
     v
 }
 
@@ -121,9 +124,14 @@ mod tests {
     #[test]
     fn record_format_is_stable() {
         assert_eq!(seq_key((3 << EPOCH_SHIFT) | 5), [0, 0, 3, 0, 0, 0, 0, 5]);
-        let v = record_value(2, b"ab");
-        assert_eq!(v, [0, 0, 0, 2, b'a', b'b']);
-        assert_eq!(split_record_value(&v).expect("valid"), (2, &b"ab"[..]));
+        let chunk = Chunk {
+            first_seq: 7,
+            ..Chunk::default()
+        };
+        let v = record_value(2, &chunk);
+        // The count, then the chunk (field 1, varint 7).
+        assert_eq!(v, [0, 0, 0, 2, 0x08, 7]);
+        assert_eq!(split_record_value(&v).expect("valid"), (2, &[0x08, 7][..]));
         assert!(split_record_value(&[1, 2]).is_err());
     }
 

@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prost::Message;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 use logferry_proto::Chunk;
@@ -164,8 +163,16 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    pub fn open(dir: &Path, max_bytes: u64, sync: bool) -> Result<Arc<Queue>, QueueError> {
-        let db = open_db(dir)?;
+    /// Opens the queue in `dir`: at most `max_bytes` queued, commits synced
+    /// when `sync`, RocksDB's write buffers and block cache within
+    /// `memory` bytes together (at least `MIN_MEMORY`).
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        sync: bool,
+        memory: u64,
+    ) -> Result<Arc<Queue>, QueueError> {
+        let db = open_db(dir, memory)?;
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
 
@@ -257,13 +264,14 @@ impl Queue {
         dir: &Path,
         max_bytes: u64,
         sync: bool,
+        memory: u64,
         refill: &dyn Refill,
     ) -> Result<(Arc<Queue>, Option<Recovery>), QueueError> {
-        match Queue::open(dir, max_bytes, sync) {
+        match Queue::open(dir, max_bytes, sync, memory) {
             Ok(q) => Ok((q, None)),
             Err(e) if recover::is_damage(&e) => {
                 let recovery = recover::recover(dir, &e, refill)?;
-                Ok((Queue::open(dir, max_bytes, sync)?, Some(recovery)))
+                Ok((Queue::open(dir, max_bytes, sync, memory)?, Some(recovery)))
             }
             Err(e) => Err(e),
         }
@@ -365,7 +373,7 @@ impl Queue {
             seq
         };
         chunk.first_seq = seq;
-        let value = record_value(count, &chunk.encode_to_vec());
+        let value = record_value(count, &chunk);
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_RECORDS), seq_key(seq), &value);
         if let Some((k, v)) = checkpoint {
@@ -608,40 +616,68 @@ impl Queue {
     }
 }
 
-/// Opens (or creates) the RocksDB database of a queue, every family in it.
-fn open_db(dir: &Path) -> Result<DB, rocksdb::Error> {
+/// The least memory the queue's RocksDB is given: two write buffers of
+/// the records family and a few blocks.
+pub const MIN_MEMORY: u64 = 4 << 20;
+
+/// Opens (or creates) the RocksDB database of a queue, every family in it,
+/// its write buffers and block cache within `memory` bytes.
+fn open_db(dir: &Path, memory: u64) -> Result<DB, rocksdb::Error> {
     // A record torn at the end of the WAL by a crash is dropped (it was
     // never acknowledged); damage anywhere else fails the open, and
     // `recover` takes over, instead of RocksDB's default of silently
     // dropping everything after it.
-    open_db_with(dir, rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords)
+    open_db_with(
+        dir,
+        rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords,
+        memory,
+    )
 }
 
-fn open_db_with(dir: &Path, wal: rocksdb::DBRecoveryMode) -> Result<DB, rocksdb::Error> {
-    let mut opts = Options::default();
+/// Every family's write buffers are charged to one block cache of
+/// `memory` bytes, and a write buffer manager of the same size flushes the
+/// largest when they near it (and holds writers back past it): write
+/// buffers and cached blocks stay within `memory` together.
+fn open_db_with(
+    dir: &Path,
+    wal: rocksdb::DBRecoveryMode,
+    memory: u64,
+) -> Result<DB, rocksdb::Error> {
+    let memory = usize::try_from(memory.max(MIN_MEMORY)).unwrap_or(usize::MAX);
+    let cache = rocksdb::Cache::new_lru_cache(memory);
+    let buffers = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
+        memory,
+        true,
+        cache.clone(),
+    );
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_cache_index_and_filter_blocks(true);
+    let family = |write_buffer: usize| {
+        let mut o = Options::default();
+        o.set_block_based_table_factory(&table);
+        o.set_write_buffer_size(write_buffer);
+        o
+    };
+    let mut opts = family(1 << 20);
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    // The default, batches and checkpoints families hold a few small keys.
-    opts.set_write_buffer_size(4 << 20);
+    opts.set_write_buffer_manager(&buffers);
     opts.set_max_background_jobs(2);
     opts.set_wal_recovery_mode(wal);
-    let mut records_opts = Options::default();
-    // Records are short-lived and leave compressed on the wire anyway.
-    records_opts.set_compression_type(rocksdb::DBCompressionType::None);
-    records_opts.set_write_buffer_size(32 << 20);
+    // Records: two write buffers, one filling while the other is flushed.
+    // They are short-lived and leave compressed on the wire anyway.
+    let mut records = family(memory / 2);
+    records.set_compression_type(rocksdb::DBCompressionType::None);
+    // The batches, checkpoints and dead-letter families hold a few small
+    // keys.
     let cfs = vec![
-        ColumnFamilyDescriptor::new(CF_RECORDS, records_opts),
-        ColumnFamilyDescriptor::new(CF_BATCHES, small()),
-        ColumnFamilyDescriptor::new(CF_CHECKPOINTS, small()),
-        ColumnFamilyDescriptor::new(CF_DEAD_LETTERS, small()),
+        ColumnFamilyDescriptor::new(CF_RECORDS, records),
+        ColumnFamilyDescriptor::new(CF_BATCHES, family(1 << 20)),
+        ColumnFamilyDescriptor::new(CF_CHECKPOINTS, family(1 << 20)),
+        ColumnFamilyDescriptor::new(CF_DEAD_LETTERS, family(1 << 20)),
     ];
     DB::open_cf_descriptors(&opts, dir, cfs)
-}
-
-fn small() -> Options {
-    let mut o = Options::default();
-    o.set_write_buffer_size(4 << 20);
-    o
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {

@@ -43,7 +43,7 @@ use super::format::{
 };
 use super::{
     cf, open_db, open_db_with, seq_key, QueueError, CF_BATCHES, CF_CHECKPOINTS, CF_DEAD_LETTERS,
-    CF_RECORDS,
+    CF_RECORDS, MIN_MEMORY,
 };
 
 /// What a recovery kept and what it could not.
@@ -163,11 +163,11 @@ pub fn recover(
     // A copy that opens is read as it is (RocksDB's repair would set aside
     // a whole SST for one bad block); one that does not is repaired first.
     let salvaging = rocksdb::DBRecoveryMode::SkipAnyCorruptedRecord;
-    let opened = open_db_with(&repaired, salvaging).or_else(|_| {
+    let opened = open_db_with(&repaired, salvaging, MIN_MEMORY).or_else(|_| {
         if let Err(e) = DB::repair(&Options::default(), &repaired) {
             recovery.unreadable.push(format!("repair failed ({e})"));
         }
-        open_db_with(&repaired, salvaging)
+        open_db_with(&repaired, salvaging, MIN_MEMORY)
     });
     match opened {
         Ok(db) => salvage = Salvage::read(&db, &mut recovery.unreadable),
@@ -329,7 +329,7 @@ impl Salvage {
                     let mut seq = from;
                     for (count, mut chunk) in chunks {
                         chunk.first_seq = seq;
-                        found.push((seq, count, record_value(count, &chunk.encode_to_vec())));
+                        found.push((seq, count, record_value(count, &chunk)));
                         seq += u64::from(count);
                     }
                     recovery.refilled_records += lost;
@@ -349,7 +349,7 @@ impl Salvage {
     /// Writes the salvage into a new queue at `dir`, batches and dead
     /// letters cut down to the records that survived.
     fn write(self, dir: &Path, recovery: &mut Recovery) -> Result<(), QueueError> {
-        let db = open_db(dir)?;
+        let db = open_db(dir, MIN_MEMORY)?;
         let mut batch = WriteBatch::default();
         let same_identity = self.agent_id.is_some() && self.epoch.is_some();
         if let (true, Some(id), Some(epoch)) = (same_identity, &self.agent_id, &self.epoch) {
@@ -513,7 +513,12 @@ mod tests {
     #[test]
     fn lost_records_are_counted_and_orphans_batched_again() {
         let e = 1u64 << EPOCH_SHIFT;
-        let record = |seq: u64| (e + seq, 5, record_value(5, b"chunk"));
+        // A chunk 5 bytes long encoded: 9 bytes a value.
+        let chunk = Chunk {
+            first_seq: 1 << 21,
+            ..Chunk::default()
+        };
+        let record = |seq: u64| (e + seq, 5, record_value(5, &chunk));
         let salvage = Salvage {
             agent_id: Some(b"id".to_vec()),
             epoch: Some(1u32.to_be_bytes().to_vec()),
@@ -534,7 +539,7 @@ mod tests {
         assert_eq!(recovery.salvaged_records, 25);
         assert_eq!(recovery.lost_records, 5 + 5, "{recovery}");
         assert!(!recovery.new_agent_id);
-        let db = open_db(dir.path()).expect("open");
+        let db = open_db(dir.path(), MIN_MEMORY).expect("open");
         let manifests: Vec<Manifest> = db
             .iterator_cf(cf(&db, CF_BATCHES), rocksdb::IteratorMode::Start)
             .map(|item| {
