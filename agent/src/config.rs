@@ -63,7 +63,7 @@ pub struct MemoryConfig {
 impl Default for MemoryConfig {
     fn default() -> Self {
         MemoryConfig {
-            budget_bytes: 42 << 20,
+            budget_bytes: 96 << 20,
         }
     }
 }
@@ -323,7 +323,7 @@ impl Default for ForwardConfig {
         ForwardConfig {
             endpoints: vec!["http://127.0.0.1:4320".into()],
             batch_max_records: 100_000,
-            batch_max_bytes: 5 << 20,
+            batch_max_bytes: 16 << 20,
             batch_timeout_ms: 500,
             request_timeout_ms: 30_000,
             max_in_flight: 2,
@@ -529,25 +529,25 @@ mod tests {
             include: vec!["/var/log/app/*.log".into()],
             ..SourceConfig::default()
         });
-        // The defaults: 2 x 5 MiB batches, one 1 MiB read, no pushes.
+        // The defaults: 2 x 16 MiB batches, one 1 MiB read, no pushes.
         assert_eq!(
             config.memory_plan(),
             MemoryPlan {
                 files: 2 * MIB,
                 pushes: 0,
-                batches: 25 * MIB,
-                queue: 15 * MIB,
+                batches: 80 * MIB,
+                queue: 14 * MIB,
             }
         );
         assert_eq!(config.problems(), Vec::<String>::new());
         // Pushes take their share from the queue's.
         config.push.listen = "127.0.0.1:4317".into();
         assert_eq!(config.memory_plan().pushes, 10 * MIB);
-        assert_eq!(config.memory_plan().queue, 5 * MIB);
+        assert_eq!(config.memory_plan().queue, 4 * MIB);
         assert_eq!(config.problems(), Vec::<String>::new());
-        // Larger batches leave the queue too little: refused, with the
+        // A smaller budget leaves the queue too little: refused, with the
         // figures and the keys that make them.
-        config.forward.batch_max_bytes = 16 * MIB;
+        config.memory.budget_bytes = 42 * MIB;
         let problems = config.problems();
         assert_eq!(problems.len(), 1, "{problems:?}");
         for part in [
@@ -558,8 +558,9 @@ mod tests {
         ] {
             assert!(problems[0].contains(part), "{part}: {problems:?}");
         }
-        config.memory.budget_bytes = 100 * MIB;
-        assert_eq!(config.memory_plan().queue, 8 * MIB);
+        // The small hosts' settings (README): 5 MiB batches.
+        config.forward.batch_max_bytes = 5 * MIB;
+        assert_eq!(config.memory_plan().queue, 5 * MIB);
         assert_eq!(config.problems(), Vec::<String>::new());
     }
 

@@ -274,7 +274,6 @@ where
     T: FnOnce(S, String, clap::ArgMatches) -> TFut,
     TFut: Future<Output = anyhow::Result<()>>,
 {
-    allocator::tune();
     let args = command(program)
         .subcommands(commands)
         .subcommands(offline.iter().map(|o| o.command.clone()))
