@@ -28,7 +28,7 @@ use crate::tail::{FileRefill, Matcher, Tailer, Wake};
 
 /// What a push connection may send ahead of being read (HTTP/2 flow
 /// control), outside `memory.budget_bytes`.
-pub const PUSH_WINDOW_BYTES: u32 = 256 << 10;
+const PUSH_WINDOW_BYTES: u32 = 256 << 10;
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
