@@ -10,10 +10,12 @@
 //! - `push`: the gRPC receiver for applications;
 //! - `forward`: batching, sending with failover and backoff, acknowledging,
 //!   setting aside what every collector refuses for good;
+//! - `allocator`: glibc's tunables, set by running the agent once more;
 //! - `commands`: `dead-letters`, `check-state`, `repair`, run with the
 //!   agent stopped;
 //! - `server`: wires the pieces together and shuts them down in order.
 
+pub mod allocator;
 pub mod commands;
 pub mod config;
 pub mod forward;

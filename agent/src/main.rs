@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    logferry_daemon::allocator::tune();
+    logferry_agent::allocator::tune();
     let program = logferry_daemon::Program {
         name: "logferry-agent",
         version: env!("CARGO_PKG_VERSION"),

@@ -13,7 +13,6 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-pub mod allocator;
 pub mod files;
 pub mod report;
 

@@ -15,7 +15,7 @@ use std::os::unix::process::CommandExt;
 /// One heap, and buffers of 256 KiB or more mapped on their own, returned
 /// to the system when freed, as is free memory at the top of the heap.
 /// (With 1 MiB, pushes of almost 1 MiB left the agent 10 MiB more.)
-pub const TUNABLES: &str =
+const TUNABLES: &str =
     "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=262144:glibc.malloc.trim_threshold=262144";
 
 /// Replaces this process by the same program with the same arguments and
