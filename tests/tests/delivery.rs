@@ -599,6 +599,16 @@ fn batches_every_collector_refuses_are_set_aside_and_replayed_once() {
     );
 }
 
+/// A memory budget whose queue share keeps the damage test's records in
+/// the write buffer, so they live only in the WAL the test damages. With
+/// the default budget the queue's write buffers are 2 MiB, and the test's
+/// WAL holds about 2 MiB (2,084,332 bytes measured): RocksDB may flush
+/// the records to a table file while they are queued; the flipped bytes
+/// then land on writes already flushed, and nothing is left to read again from
+/// the file (which the agent then handles just as well, but this test would
+/// not see the refill it is about).
+const UNFLUSHED_QUEUE: &str = "[memory]\nbudget_bytes = 268435456";
+
 /// A queue damaged while the agent was down (bytes flipped in the middle
 /// of its WAL) never stops the agent: `check-state` says so, the agent
 /// quarantines it at start, keeps what survives, reads the lines the damage
@@ -614,7 +624,12 @@ fn a_damaged_queue_is_quarantined_refilled_and_shipping_goes_on() {
     let mut collector = Collector::on_port(port, dir.path(), "collector", &ch, "damage", "");
     collector.wait_connected();
     let sources = json_source(&logs, "");
-    let mut agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+    let mut agent = Agent::new(
+        dir.path(),
+        &[collector.endpoint()],
+        &sources,
+        UNFLUSHED_QUEUE,
+    );
     agent.wait_metrics();
     let file = logs.join("app.log");
     let stored = || ch.count("SELECT count() FROM damage.logs");
@@ -666,7 +681,12 @@ fn a_damaged_queue_is_quarantined_refilled_and_shipping_goes_on() {
 
     collector.proc.start();
     collector.wait_connected();
-    let agent = Agent::new(dir.path(), &[collector.endpoint()], &sources, "");
+    let agent = Agent::new(
+        dir.path(),
+        &[collector.endpoint()],
+        &sources,
+        UNFLUSHED_QUEUE,
+    );
     agent.wait_metrics();
     append(&file, &seed_lines("app", 6000, 7000));
     let lost = || {
