@@ -16,8 +16,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Arg, ArgMatches, Command};
 
+use crate::config::MIN_QUEUE_MEMORY;
 use crate::config::{Config, SyncPolicy};
-use crate::queue::{DeadLetter, Queue, QueueError, MIN_MEMORY};
+use crate::queue::{DeadLetter, Queue, QueueError};
 use crate::tail::checkpoint::{Checkpoint, FileId};
 use crate::tail::FileRefill;
 
@@ -62,8 +63,9 @@ pub async fn run(config: Config, name: &str, args: &ArgMatches) -> anyhow::Resul
         "dead-letters" => dead_letters(&*open(&dir, max_bytes, sync)?, &args),
         "check-state" => check_state(&dir, max_bytes, sync),
         "repair" => {
-            let (_, recovery) = Queue::open_or_recover(&dir, max_bytes, sync, MIN_MEMORY, &refill)
-                .map_err(|e| in_use(e, &dir))?;
+            let (_, recovery) =
+                Queue::open_or_recover(&dir, max_bytes, sync, MIN_QUEUE_MEMORY, &refill)
+                    .map_err(|e| in_use(e, &dir))?;
             match recovery {
                 Some(r) => println!("recovered: {r}"),
                 None => println!("{}: healthy, nothing to repair", dir.display()),
@@ -90,7 +92,7 @@ fn in_use(e: QueueError, dir: &Path) -> anyhow::Error {
 /// The queue, for a command run with the agent stopped: the least memory
 /// serves.
 fn open(dir: &Path, max_bytes: u64, sync: bool) -> anyhow::Result<Arc<Queue>> {
-    Queue::open(dir, max_bytes, sync, MIN_MEMORY).map_err(|e| in_use(e, dir))
+    Queue::open(dir, max_bytes, sync, MIN_QUEUE_MEMORY).map_err(|e| in_use(e, dir))
 }
 
 fn dead_letters(queue: &Queue, args: &ArgMatches) -> anyhow::Result<()> {

@@ -68,6 +68,11 @@ impl Default for MemoryConfig {
     }
 }
 
+/// The least memory the queue's RocksDB is given: two write buffers of
+/// the records family and a few blocks. A budget that leaves the queue
+/// less is a configuration problem.
+pub const MIN_QUEUE_MEMORY: u64 = 4 << 20;
+
 /// How `memory.budget_bytes` is shared, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryPlan {
@@ -406,7 +411,7 @@ impl Settings for Config {
             p.push("push.max_concurrent: must be at least 1".into());
         }
         let plan = self.memory_plan();
-        if plan.queue < crate::queue::MIN_MEMORY {
+        if plan.queue < MIN_QUEUE_MEMORY {
             let mib = |b: u64| b as f64 / f64::from(1 << 20);
             p.push(format!(
                 "memory.budget_bytes: {:.1} MiB leaves the queue {:.1} MiB, less than the {:.0} MiB it needs, \
@@ -415,7 +420,7 @@ impl Settings for Config {
                  for reading files (tail.read_chunk_bytes × 2): raise the budget or lower those",
                 mib(self.memory.budget_bytes),
                 mib(plan.queue),
-                mib(crate::queue::MIN_MEMORY),
+                mib(MIN_QUEUE_MEMORY),
                 mib(plan.batches),
                 mib(plan.pushes),
                 mib(plan.files),

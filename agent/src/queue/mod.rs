@@ -38,6 +38,8 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 use logferry_proto::Chunk;
 
+use crate::config::MIN_QUEUE_MEMORY;
+
 use format::{decode_seq, record_value, seq_key, split_record_value, EPOCH_SHIFT};
 pub use format::{DeadLetter, Manifest};
 pub use recover::{NoRefill, Recovery, Refill};
@@ -165,7 +167,7 @@ impl std::fmt::Debug for Queue {
 impl Queue {
     /// Opens the queue in `dir`: at most `max_bytes` queued, commits synced
     /// when `sync`, RocksDB's write buffers and block cache within
-    /// `memory` bytes together (at least `MIN_MEMORY`).
+    /// `memory` bytes together (at least `config::MIN_QUEUE_MEMORY`).
     pub fn open(
         dir: &Path,
         max_bytes: u64,
@@ -616,10 +618,6 @@ impl Queue {
     }
 }
 
-/// The least memory the queue's RocksDB is given: two write buffers of
-/// the records family and a few blocks.
-pub const MIN_MEMORY: u64 = 4 << 20;
-
 /// Opens (or creates) the RocksDB database of a queue, every family in it,
 /// its write buffers and block cache within `memory` bytes.
 fn open_db(dir: &Path, memory: u64) -> Result<DB, rocksdb::Error> {
@@ -643,7 +641,7 @@ fn open_db_with(
     wal: rocksdb::DBRecoveryMode,
     memory: u64,
 ) -> Result<DB, rocksdb::Error> {
-    let memory = usize::try_from(memory.max(MIN_MEMORY)).unwrap_or(usize::MAX);
+    let memory = usize::try_from(memory.max(MIN_QUEUE_MEMORY)).unwrap_or(usize::MAX);
     let cache = rocksdb::Cache::new_lru_cache(memory);
     let buffers = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
         memory,

@@ -43,8 +43,9 @@ use super::format::{
 };
 use super::{
     cf, open_db, open_db_with, seq_key, QueueError, CF_BATCHES, CF_CHECKPOINTS, CF_DEAD_LETTERS,
-    CF_RECORDS, MIN_MEMORY,
+    CF_RECORDS,
 };
+use crate::config::MIN_QUEUE_MEMORY;
 
 /// What a recovery kept and what it could not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -163,11 +164,11 @@ pub fn recover(
     // A copy that opens is read as it is (RocksDB's repair would set aside
     // a whole SST for one bad block); one that does not is repaired first.
     let salvaging = rocksdb::DBRecoveryMode::SkipAnyCorruptedRecord;
-    let opened = open_db_with(&repaired, salvaging, MIN_MEMORY).or_else(|_| {
+    let opened = open_db_with(&repaired, salvaging, MIN_QUEUE_MEMORY).or_else(|_| {
         if let Err(e) = DB::repair(&Options::default(), &repaired) {
             recovery.unreadable.push(format!("repair failed ({e})"));
         }
-        open_db_with(&repaired, salvaging, MIN_MEMORY)
+        open_db_with(&repaired, salvaging, MIN_QUEUE_MEMORY)
     });
     match opened {
         Ok(db) => salvage = Salvage::read(&db, &mut recovery.unreadable),
@@ -349,7 +350,7 @@ impl Salvage {
     /// Writes the salvage into a new queue at `dir`, batches and dead
     /// letters cut down to the records that survived.
     fn write(self, dir: &Path, recovery: &mut Recovery) -> Result<(), QueueError> {
-        let db = open_db(dir, MIN_MEMORY)?;
+        let db = open_db(dir, MIN_QUEUE_MEMORY)?;
         let mut batch = WriteBatch::default();
         let same_identity = self.agent_id.is_some() && self.epoch.is_some();
         if let (true, Some(id), Some(epoch)) = (same_identity, &self.agent_id, &self.epoch) {
@@ -539,7 +540,7 @@ mod tests {
         assert_eq!(recovery.salvaged_records, 25);
         assert_eq!(recovery.lost_records, 5 + 5, "{recovery}");
         assert!(!recovery.new_agent_id);
-        let db = open_db(dir.path(), MIN_MEMORY).expect("open");
+        let db = open_db(dir.path(), MIN_QUEUE_MEMORY).expect("open");
         let manifests: Vec<Manifest> = db
             .iterator_cf(cf(&db, CF_BATCHES), rocksdb::IteratorMode::Start)
             .map(|item| {

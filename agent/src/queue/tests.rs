@@ -73,7 +73,7 @@ proptest! {
     #[test]
     fn queue_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut q = Queue::open(dir.path(), 1 << 30, false, MIN_MEMORY).expect("open");
+        let mut q = Queue::open(dir.path(), 1 << 30, false, MIN_QUEUE_MEMORY).expect("open");
         let mut committed: Vec<String> = Vec::new();
         let mut in_flight: Vec<Batch> = Vec::new();
         let mut acked: Vec<(u64, String)> = Vec::new();
@@ -109,7 +109,7 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(q);
-                    q = Queue::open(dir.path(), 1 << 30, false, MIN_MEMORY).expect("reopen");
+                    q = Queue::open(dir.path(), 1 << 30, false, MIN_QUEUE_MEMORY).expect("reopen");
                     let resent = q.unacked_batches().expect("unacked");
                     let mut before: Vec<_> = in_flight.iter().map(|b| (b.manifest, lines_of(b))).collect();
                     before.sort_by_key(|(m, _)| m.first_seq);
@@ -143,7 +143,7 @@ proptest! {
 #[test]
 fn full_queue_refuses_commits_until_acked() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let q = Queue::open(dir.path(), 1 << 20, true, MIN_MEMORY).expect("open");
+    let q = Queue::open(dir.path(), 1 << 20, true, MIN_QUEUE_MEMORY).expect("open");
     let big = vec!["x".repeat(600 << 10)];
     q.commit(1, lines_chunk(&big), None).expect("first fits");
     q.commit(1, lines_chunk(&big), None)
@@ -162,12 +162,12 @@ fn full_queue_refuses_commits_until_acked() {
 #[test]
 fn checkpoint_commits_with_its_records() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let q = Queue::open(dir.path(), 1 << 30, true, MIN_MEMORY).expect("open");
+    let q = Queue::open(dir.path(), 1 << 30, true, MIN_QUEUE_MEMORY).expect("open");
     q.commit(1, lines_chunk(&["a".into()]), Some((b"file", b"pos-1")))
         .expect("commit");
     let id = q.agent_id().to_string();
     drop(q);
-    let q = Queue::open(dir.path(), 1 << 30, true, MIN_MEMORY).expect("reopen");
+    let q = Queue::open(dir.path(), 1 << 30, true, MIN_QUEUE_MEMORY).expect("reopen");
     assert_eq!(q.agent_id(), id, "the agent id is stable");
     assert_eq!(
         q.checkpoints().expect("read"),
@@ -180,14 +180,14 @@ fn checkpoint_commits_with_its_records() {
 #[test]
 fn sequence_numbers_grow_across_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let q = Queue::open(dir.path(), 1 << 30, false, MIN_MEMORY).expect("open");
+    let q = Queue::open(dir.path(), 1 << 30, false, MIN_QUEUE_MEMORY).expect("open");
     let a = q
         .commit(1, lines_chunk(&["a".into()]), None)
         .expect("commit");
     let b = q.cut_batch(10, u64::MAX).expect("cut").expect("batch");
     q.ack(&b.manifest).expect("ack");
     drop(q);
-    let q = Queue::open(dir.path(), 1 << 30, false, MIN_MEMORY).expect("reopen");
+    let q = Queue::open(dir.path(), 1 << 30, false, MIN_QUEUE_MEMORY).expect("reopen");
     let c = q
         .commit(1, lines_chunk(&["c".into()]), None)
         .expect("commit");
@@ -197,7 +197,7 @@ fn sequence_numbers_grow_across_restarts() {
 #[test]
 fn a_dead_letter_keeps_its_records_and_identity_until_replayed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let q = Queue::open(dir.path(), 1 << 30, true, MIN_MEMORY).expect("open");
+    let q = Queue::open(dir.path(), 1 << 30, true, MIN_QUEUE_MEMORY).expect("open");
     q.commit(2, lines_chunk(&["a".into(), "b".into()]), None)
         .expect("commit");
     let refused = q.cut_batch(10, u64::MAX).expect("cut").expect("batch");
@@ -207,7 +207,7 @@ fn a_dead_letter_keeps_its_records_and_identity_until_replayed() {
         .expect("commit");
     drop(q);
 
-    let q = Queue::open(dir.path(), 1 << 30, true, MIN_MEMORY).expect("reopen");
+    let q = Queue::open(dir.path(), 1 << 30, true, MIN_QUEUE_MEMORY).expect("reopen");
     assert!(q.unacked_batches().expect("unacked").is_empty());
     let next = q.cut_batch(10, u64::MAX).expect("cut").expect("batch");
     assert_eq!(
@@ -238,7 +238,7 @@ fn a_dead_letter_keeps_its_records_and_identity_until_replayed() {
     assert_eq!(q.replay(None).expect("replay").len(), 1);
     drop(q);
 
-    let q = Queue::open(dir.path(), 1 << 30, true, MIN_MEMORY).expect("reopen");
+    let q = Queue::open(dir.path(), 1 << 30, true, MIN_QUEUE_MEMORY).expect("reopen");
     let resent = q.unacked_batches().expect("unacked");
     assert_eq!(resent.len(), 1);
     assert_eq!(resent[0].manifest, refused.manifest);
@@ -261,7 +261,7 @@ fn file_queue_fixture(dir: &Path, file: &Path) -> Vec<String> {
 }
 
 fn queue_fixture(dir: &Path, flush: bool, file: Option<&Path>) -> (String, Vec<String>) {
-    let q = Queue::open(dir, 1 << 30, true, MIN_MEMORY).expect("open");
+    let q = Queue::open(dir, 1 << 30, true, MIN_QUEUE_MEMORY).expect("open");
     let mut committed = Vec::new();
     let mut offset = 0u64;
     for c in 0..40 {
@@ -331,8 +331,8 @@ fn drain(q: &Queue) -> Vec<String> {
 }
 
 fn recovered(dir: &Path) -> (Arc<Queue>, Recovery) {
-    let (q, recovery) =
-        Queue::open_or_recover(dir, 1 << 30, true, MIN_MEMORY, &NoRefill).expect("never an error");
+    let (q, recovery) = Queue::open_or_recover(dir, 1 << 30, true, MIN_QUEUE_MEMORY, &NoRefill)
+        .expect("never an error");
     (q, recovery.expect("the damage was seen"))
 }
 
@@ -404,7 +404,7 @@ fn a_damaged_wal_is_seen_and_what_survives_is_kept() {
     // Reopened, the new queue is healthy.
     drop(q);
     let (_, again) =
-        Queue::open_or_recover(&queue, 1 << 30, true, MIN_MEMORY, &NoRefill).expect("open");
+        Queue::open_or_recover(&queue, 1 << 30, true, MIN_QUEUE_MEMORY, &NoRefill).expect("open");
     assert!(again.is_none());
 }
 
@@ -421,8 +421,8 @@ fn records_a_damaged_sst_lost_are_read_again_from_their_file() {
     let (queue, file) = (dir.path().join("queue"), dir.path().join("app.log"));
     let committed = file_queue_fixture(&queue, &file);
     flip(&queue, |n| n.ends_with(".sst"));
-    let (q, r) =
-        Queue::open_or_recover(&queue, 1 << 30, true, MIN_MEMORY, &file_refill()).expect("open");
+    let (q, r) = Queue::open_or_recover(&queue, 1 << 30, true, MIN_QUEUE_MEMORY, &file_refill())
+        .expect("open");
     let r = r.expect("the damage was seen");
     assert!(r.refilled_records > 0, "{r}");
     assert_eq!((r.salvaged_records, r.lost_records), (200, 0), "{r}");
@@ -437,8 +437,8 @@ fn records_whose_file_is_gone_are_counted_lost_with_its_name() {
     file_queue_fixture(&queue, &file);
     std::fs::remove_file(&file).expect("remove");
     flip(&queue, |n| n.ends_with(".sst"));
-    let (q, r) =
-        Queue::open_or_recover(&queue, 1 << 30, true, MIN_MEMORY, &file_refill()).expect("open");
+    let (q, r) = Queue::open_or_recover(&queue, 1 << 30, true, MIN_QUEUE_MEMORY, &file_refill())
+        .expect("open");
     let r = r.expect("the damage was seen");
     assert_eq!(r.refilled_records, 0, "{r}");
     assert!(r.lost_records > 0, "{r}");

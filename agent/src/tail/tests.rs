@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::config::SourceConfig;
-use crate::queue::MIN_MEMORY;
+use crate::config::MIN_QUEUE_MEMORY;
 use logferry_proto::chunk::Body;
 use proptest::prelude::*;
 use prost::Message;
@@ -68,7 +68,7 @@ impl Harness {
     fn restart(&mut self) {
         self.tailer = None;
         self.queue = None;
-        let queue = Queue::open(self.qdir.path(), 1 << 30, false, MIN_MEMORY).expect("queue");
+        let queue = Queue::open(self.qdir.path(), 1 << 30, false, MIN_QUEUE_MEMORY).expect("queue");
         let cfg = TailConfig {
             rotated_grace_ms: self.grace_ms,
             read_chunk_bytes: 4096,
