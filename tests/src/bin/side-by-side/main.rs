@@ -18,9 +18,14 @@
 //! the ratios of logferry's rate to Fluent Bit's and to the direct insert,
 //! paired run by run.
 //!
+//! `--latency RATE` measures instead how long a line takes from its file to
+//! a search, at a steady RATE of request-shaped lines a second for
+//! `--seconds` (default 30), for logferry and Fluent Bit (`latency.rs`).
+//!
 //! Usage: side-by-side [LINES] [--runs N] [--shapes request,seed,nginx,text]
 //!        [--fluent-bit DIR] [--no-references]
 //!        [--agent TABLE.KEY=VALUE]... [--collector TABLE.KEY=VALUE]...
+//!        [--latency RATE [--seconds S]]
 //! (default 1,000,000 lines, 3 runs, every shape; DIR holds `fluent-bit`,
 //! `fb-clickhouse.conf` and `fb-parsers.conf`, by default
 //! `$LOGFERRY_FLUENT_BIT` or `../shared/peers/fluent-bit` from the
@@ -28,6 +33,8 @@
 //! `--collector` change a setting of logferry's, as in
 //! `--agent forward.max_in_flight=4`). `LOGFERRY_CLICKHOUSE` picks the
 //! server. Build with --release.
+
+mod latency;
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -152,6 +159,8 @@ struct Options {
     /// `--agent` and `--collector` settings, `table.key=value` each.
     agent: Vec<String>,
     collector: Vec<String>,
+    /// `--latency RATE` and `--seconds`: the latency run instead.
+    latency: Option<(u64, u64)>,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -168,7 +177,9 @@ fn options() -> anyhow::Result<Options> {
         references: true,
         agent: Vec::new(),
         collector: Vec::new(),
+        latency: None,
     };
+    let mut seconds = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || {
@@ -181,6 +192,8 @@ fn options() -> anyhow::Result<Options> {
             "--no-references" => o.references = false,
             "--agent" => o.agent.push(value()?),
             "--collector" => o.collector.push(value()?),
+            "--latency" => o.latency = Some((value()?.parse()?, 0)),
+            "--seconds" => seconds = Some(value()?.parse()?),
             "--shapes" => {
                 let names = value()?;
                 o.shapes = names
@@ -197,6 +210,15 @@ fn options() -> anyhow::Result<Options> {
         }
     }
     anyhow::ensure!(o.runs > 0 && o.lines > 0, "lines and runs must be positive");
+    match (o.latency, seconds) {
+        (Some((rate, _)), seconds) => {
+            let seconds = seconds.unwrap_or(30);
+            anyhow::ensure!(rate > 0 && seconds > 0, "rate and seconds must be positive");
+            o.latency = Some((rate, seconds));
+        }
+        (None, Some(_)) => anyhow::bail!("--seconds goes with --latency"),
+        (None, None) => {}
+    }
     for setting in o.agent.iter().chain(&o.collector) {
         setting_of(setting)?;
     }
@@ -214,6 +236,10 @@ fn main() -> anyhow::Result<()> {
     let o = options()?;
     let dir = TempDir::new()?;
     let ch = ClickHouse::start();
+    if let Some((rate, seconds)) = o.latency {
+        let fluent_bit = o.fluent_bit.as_deref().filter(|_| o.references);
+        return latency::run(&ch, dir.path(), &o, rate, seconds, fluent_bit);
+    }
     let version = ch.query("SELECT version()").trim().to_string();
     let mut contenders = vec![Contender::Logferry, Contender::Direct];
     match &o.fluent_bit {
@@ -444,8 +470,8 @@ fn clickhouse_cpu(ch: &ClickHouse) -> f64 {
     ch.usage().map_or(0.0, |u| u.0)
 }
 
-/// The agent and the collector with their defaults, but for ports, paths,
-/// plain text and a retention long enough for the files' fixed dates.
+/// logferry shipping `file` into `db`: the run, from the agent's start to
+/// the last line stored.
 fn logferry(
     ch: &ClickHouse,
     work: &Path,
@@ -454,6 +480,47 @@ fn logferry(
     shape: Shape,
     o: &Options,
 ) -> anyhow::Result<Run> {
+    let collector = start_collector(ch, work, db, o)?;
+    let mut agent = agent_for(work, file, shape, collector.ingest, o)?;
+    let ch_before = clickhouse_cpu(ch);
+    let started = Instant::now();
+    agent.start();
+    let unique = if shape.json { "request_id" } else { "body" };
+    let (secs, cpu, rss) = wait_stored(
+        ch,
+        &format!("{db}.logs"),
+        unique,
+        o.lines,
+        started,
+        &[&agent, &collector.proc],
+    )?;
+    let clickhouse_cpu = clickhouse_cpu(ch) - ch_before;
+    agent.terminate();
+    let mut collector = collector;
+    collector.proc.terminate();
+    Ok(Run {
+        secs,
+        cpu,
+        clickhouse_cpu,
+        rss,
+    })
+}
+
+/// A running collector and the port agents send to.
+struct Collector {
+    proc: Proc,
+    ingest: u16,
+}
+
+/// The collector with its defaults, but for ports, plain text and a
+/// retention long enough for the files' fixed dates; once it reaches
+/// ClickHouse.
+fn start_collector(
+    ch: &ClickHouse,
+    work: &Path,
+    db: &str,
+    o: &Options,
+) -> anyhow::Result<Collector> {
     let (ingest, http, grpc) = (free_port(), free_port(), free_port());
     let tables = [
         (
@@ -491,6 +558,22 @@ fn logferry(
         "the collector did not start: {}",
         collector.log_text()
     );
+    Ok(Collector {
+        proc: collector,
+        ingest,
+    })
+}
+
+/// The agent with its defaults, reading `file` (hard-linked into its own
+/// directory) as `shape` and sending to the collector on `ingest`; not
+/// started.
+fn agent_for(
+    work: &Path,
+    file: &Path,
+    shape: Shape,
+    ingest: u16,
+    o: &Options,
+) -> anyhow::Result<Proc> {
     let logs = work.join("logs");
     std::fs::create_dir(&logs)?;
     let tables = [
@@ -517,33 +600,12 @@ fn logferry(
     );
     // A hard link: the agent reads the same file, not a copy in the cache.
     std::fs::hard_link(file, logs.join("bench.log"))?;
-    let mut agent = Proc::new(
+    Ok(Proc::new(
         "agent",
         bin("logferry-agent"),
         vec!["--config".into(), config.display().to_string()],
         work.join("agent.log"),
-    );
-    let ch_before = clickhouse_cpu(ch);
-    let started = Instant::now();
-    agent.start();
-    let unique = if shape.json { "request_id" } else { "body" };
-    let (secs, cpu, rss) = wait_stored(
-        ch,
-        &format!("{db}.logs"),
-        unique,
-        o.lines,
-        started,
-        &[&agent, &collector],
-    )?;
-    let clickhouse_cpu = clickhouse_cpu(ch) - ch_before;
-    agent.terminate();
-    collector.terminate();
-    Ok(Run {
-        secs,
-        cpu,
-        clickhouse_cpu,
-        rss,
-    })
+    ))
 }
 
 /// A TOML config: `top` keys, then `tables` with the `extra` settings
@@ -615,6 +677,8 @@ fn peer_table(db: &str, shape: Shape) -> (String, &'static str) {
     )
 }
 
+/// Fluent Bit shipping `file` into `db`: the run, from its start to the
+/// last line stored.
 fn fluent_bit(
     ch: &ClickHouse,
     fb: &Path,
@@ -624,6 +688,33 @@ fn fluent_bit(
     shape: Shape,
     lines: u64,
 ) -> anyhow::Result<Run> {
+    let (mut proc, unique) = fluent_bit_for(ch, fb, work, db, file, shape)?;
+    let ch_before = clickhouse_cpu(ch);
+    let started = Instant::now();
+    proc.start();
+    let (secs, cpu, rss) =
+        wait_stored(ch, &format!("{db}.logs"), unique, lines, started, &[&proc])?;
+    let clickhouse_cpu = clickhouse_cpu(ch) - ch_before;
+    proc.terminate();
+    Ok(Run {
+        secs,
+        cpu,
+        clickhouse_cpu,
+        rss,
+    })
+}
+
+/// Fluent Bit configured as `fb-clickhouse.conf` says, reading `file` as
+/// `shape` into a new table in `db`, not started; and the expression unique
+/// per line.
+fn fluent_bit_for(
+    ch: &ClickHouse,
+    fb: &Path,
+    work: &Path,
+    db: &str,
+    file: &Path,
+    shape: Shape,
+) -> anyhow::Result<(Proc, &'static str)> {
     ch.query(&format!("CREATE DATABASE {db}"));
     let (create, unique) = peer_table(db, shape);
     ch.query(&create);
@@ -661,25 +752,13 @@ fn fluent_bit(
     anyhow::ensure!(!conf.contains("{{"), "a placeholder left in {conf}");
     let conf_path = work.join("fb.conf");
     std::fs::write(&conf_path, conf)?;
-    let mut proc = Proc::new(
+    let proc = Proc::new(
         "fluent-bit",
         fb.join("fluent-bit"),
         vec!["-c".into(), conf_path.display().to_string()],
         work.join("fluent-bit.log"),
     );
-    let ch_before = clickhouse_cpu(ch);
-    let started = Instant::now();
-    proc.start();
-    let (secs, cpu, rss) =
-        wait_stored(ch, &format!("{db}.logs"), unique, lines, started, &[&proc])?;
-    let clickhouse_cpu = clickhouse_cpu(ch) - ch_before;
-    proc.terminate();
-    Ok(Run {
-        secs,
-        cpu,
-        clickhouse_cpu,
-        rss,
-    })
+    Ok((proc, unique))
 }
 
 /// ClickHouse inserting the file itself: JSON lines as JSONEachRow, other
