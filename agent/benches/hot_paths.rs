@@ -1,5 +1,6 @@
-//! The agent's hot paths: framing lines, redacting them, and a chunk's
-//! trip through the queue (commit, cut into a batch, acknowledge).
+//! The agent's hot paths: framing lines, redacting them, a chunk's trip
+//! through the queue (commit, cut into a batch, acknowledge), and a batch
+//! made ready for the wire.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use logferry_agent::config::{Format, SourceConfig};
@@ -8,7 +9,8 @@ use logferry_agent::queue::Queue;
 use logferry_agent::redact::{built_in_names, Redactor};
 use logferry_agent::tail::count_lines;
 use logferry_agent::tail::framer::{Framer, Lines};
-use logferry_proto::{chunk, Chunk, RawLines};
+use logferry_proto::{chunk, Chunk, ExportRequest, RawLines};
+use prost::Message;
 
 fn seed_lines(bytes: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes + 512);
@@ -128,5 +130,63 @@ fn redaction(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, framing, redaction, queue_round_trip);
+/// A batch of 16 MiB (the default `forward.batch_max_bytes`) as it is
+/// sent: cut from the queue in 1 MiB chunks, the request encoded, and
+/// compressed with zstd as tonic compresses a message (a streaming encoder
+/// at zstd's default level, copied through).
+fn batch_encode(c: &mut Criterion) {
+    let data = seed_lines(16 << 20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), 1 << 34, false, 64 << 20).expect("queue");
+    let mut rest = data.as_slice();
+    while !rest.is_empty() {
+        // 1 MiB reads, cut at a line's end as the tailer cuts them.
+        let end = rest
+            .iter()
+            .skip(1 << 20)
+            .position(|b| *b == b'\n')
+            .map_or(rest.len(), |p| (1 << 20) + p + 1);
+        let (read, tail) = rest.split_at(end);
+        rest = tail;
+        let chunk = Chunk {
+            body: Some(chunk::Body::Lines(RawLines {
+                data: read.to_vec().into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let count = read.iter().filter(|b| **b == b'\n').count() as u32;
+        q.commit(count, chunk, None).expect("commit");
+    }
+    let batch = q
+        .cut_batch(u64::MAX, u64::MAX)
+        .expect("cut")
+        .expect("batch");
+    let request = ExportRequest {
+        agent_id: "bench".into(),
+        first_seq: batch.manifest.first_seq,
+        last_seq: batch.manifest.last_seq,
+        resource: vec![],
+        chunks: batch.chunks,
+        report: None,
+    };
+    let mut g = c.benchmark_group("batch");
+    g.throughput(Throughput::Bytes(request.encoded_len() as u64));
+    g.bench_function("encode + zstd a 16 MiB batch of seed lines", |b| {
+        b.iter(|| {
+            let encoded = request.encode_to_vec();
+            let mut zstd = zstd::stream::read::Encoder::new(
+                encoded.as_slice(),
+                zstd::DEFAULT_COMPRESSION_LEVEL,
+            )
+            .expect("encoder");
+            let mut out = Vec::with_capacity(encoded.len() / 4);
+            std::io::copy(&mut zstd, &mut out).expect("compress");
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, framing, redaction, queue_round_trip, batch_encode);
 criterion_main!(benches);

@@ -1,15 +1,17 @@
-//! The collector's hot paths: a batch of raw JSON lines into rows, and
+//! The collector's hot paths: a batch of raw JSON lines into rows,
 //! stamping each row (pattern id, route, security class) for two shapes of
-//! record: the seed's middleware lines, which name the request only in the
-//! message, and request-shaped lines with separate `method` and `path`
-//! (query strings included) and real user agents, as framework and
-//! nginx-derived logs carry them.
+//! record (the seed's middleware lines, which name the request only in the
+//! message, and request-shaped lines with separate `method` and `path`,
+//! query strings included, and real user agents, as framework and
+//! nginx-derived logs carry them), and the rows' INSERT: RowBinary, LZ4
+//! and HTTP, into a local endpoint that reads the body and answers 200.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use logferry_collector::analyze::stamp as stamp_row;
 use logferry_collector::decode::decode_batch;
+use logferry_collector::record::LogRow;
 use logferry_proto::{chunk, Chunk, ExportRequest, Format, Origin, RawLines};
 use prost::Message;
 
@@ -130,5 +132,50 @@ fn stamp(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, stamp);
+/// The rows of a 20,000-line batch, stamped, written as `Store`'s insert
+/// writes the baseline layout: the `clickhouse` crate's RowBinary with its
+/// LZ4 compression, over HTTP to an endpoint that only reads the body (so
+/// the figure is the collector's side of an insert, not ClickHouse's).
+fn insert(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let sink = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
+        black_box(body.len());
+    });
+    rt.spawn(async move { axum::serve(listener, sink).await });
+    let client = clickhouse::Client::default()
+        .with_url(url)
+        .with_validation(false);
+    let mut g = c.benchmark_group("insert");
+    for (name, line) in [
+        ("20k seed rows", seed_line as fn(u64) -> String),
+        ("20k request-shaped rows", request_line),
+    ] {
+        let (req, _) = batch_of(20_000, line);
+        let mut rows = decode_batch(&req, "default", u64::MAX)
+            .expect("decodes")
+            .rows;
+        for row in &mut rows {
+            stamp_row(row);
+        }
+        g.throughput(Throughput::Elements(rows.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut insert = client.insert::<LogRow>("logs").await.expect("insert");
+                    for row in &rows {
+                        insert.write(row).await.expect("write");
+                    }
+                    insert.end().await.expect("answered");
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, stamp, insert);
 criterion_main!(benches);
