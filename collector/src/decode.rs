@@ -95,7 +95,11 @@ pub fn decode_batch(
                     data = &data[..data.len() - 1];
                 }
                 if !lines.data.is_empty() {
-                    for (i, line) in data.split(|b| *b == b'\n').enumerate() {
+                    let mut start = 0;
+                    let ends = memchr::memchr_iter(b'\n', data).chain([data.len()]);
+                    for (i, end) in ends.enumerate() {
+                        let line = &data[start..end];
+                        start = end + 1;
                         let mut row = base.clone();
                         row.seq = chunk.first_seq + i as u64;
                         line_row(&mut row, line, format, truncated.contains(&(i as u32)));
@@ -174,7 +178,12 @@ fn apply_origin(row: &mut LogRow, origin: &Origin) {
 }
 
 fn line_row(row: &mut LogRow, line: &[u8], format: Format, truncated: bool) {
-    let text = String::from_utf8_lossy(line);
+    // Valid UTF-8 is checked at `from_utf8`'s speed; only a line that is
+    // not takes the slower lossy pass.
+    let text = match std::str::from_utf8(line) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(line),
+    };
     if format == Format::Json {
         if let Err(e) = fill_json(&text, row) {
             row.attr_keys.clear();

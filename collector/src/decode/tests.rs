@@ -234,7 +234,8 @@ fn decoding_is_deterministic() {
 
 proptest! {
     /// Whatever the bytes, every line becomes exactly one row, in order,
-    /// with consecutive sequence numbers, and nothing panics.
+    /// with consecutive sequence numbers (a text line: its whole line, as
+    /// lossy UTF-8), and nothing panics.
     #[test]
     fn any_bytes_yield_one_row_per_line(
         lines in proptest::collection::vec(
@@ -255,6 +256,9 @@ proptest! {
         prop_assert!(matches!(refused, Err(DecodeError::TooManyRecords { .. })), "counted before decoding");
         for (i, row) in d.rows.iter().enumerate() {
             prop_assert_eq!(row.seq, 100 + i as u64);
+            if !json {
+                prop_assert_eq!(&row.body, &String::from_utf8_lossy(&lines[i]));
+            }
         }
     }
 }
