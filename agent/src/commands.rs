@@ -16,8 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Arg, ArgMatches, Command};
 
-use crate::config::MIN_QUEUE_MEMORY;
-use crate::config::{Config, SyncPolicy};
+use crate::config::{Config, SyncPolicy, MIN_QUEUE_MEMORY};
 use crate::queue::{DeadLetter, Queue, QueueError};
 use crate::tail::checkpoint::{Checkpoint, FileId};
 use crate::tail::FileRefill;
