@@ -138,25 +138,19 @@ fn batch_encode(c: &mut Criterion) {
     let data = seed_lines(16 << 20);
     let dir = tempfile::tempdir().expect("tempdir");
     let q = Queue::open(dir.path(), 1 << 34, false, 64 << 20).expect("queue");
-    let mut rest = data.as_slice();
-    while !rest.is_empty() {
-        // 1 MiB reads, cut at a line's end as the tailer cuts them.
-        let end = rest
-            .iter()
-            .skip(1 << 20)
-            .position(|b| *b == b'\n')
-            .map_or(rest.len(), |p| (1 << 20) + p + 1);
-        let (read, tail) = rest.split_at(end);
-        rest = tail;
+    // 1 MiB reads, framed into chunks as the tailer frames them.
+    let mut framer = Framer::new(1 << 20, false);
+    for read in data.chunks(1 << 20) {
+        let mut lines = Lines::default();
+        framer.feed(read, &mut lines);
         let chunk = Chunk {
             body: Some(chunk::Body::Lines(RawLines {
-                data: read.to_vec().into(),
+                data: lines.data.into(),
                 ..Default::default()
             })),
             ..Default::default()
         };
-        let count = read.iter().filter(|b| **b == b'\n').count() as u32;
-        q.commit(count, chunk, None).expect("commit");
+        q.commit(lines.count, chunk, None).expect("commit");
     }
     let batch = q
         .cut_batch(u64::MAX, u64::MAX)

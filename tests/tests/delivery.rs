@@ -602,11 +602,11 @@ fn batches_every_collector_refuses_are_set_aside_and_replayed_once() {
 /// A memory budget whose queue share keeps the damage test's records in
 /// the write buffer, so they live only in the WAL the test damages. With
 /// the default budget the queue's write buffers are 2 MiB, and the test's
-/// WAL holds about 2 MiB (2,084,332 bytes measured): RocksDB may flush
-/// the records to a table file while they are queued; the flipped bytes
-/// then land on writes already flushed, and nothing is left to read again from
-/// the file (which the agent then handles just as well, but this test would
-/// not see the refill it is about).
+/// WAL holds about 2 MiB (2,084,332 bytes measured): RocksDB may flush the
+/// records to a table file while they are queued; the flipped bytes then
+/// land on writes already flushed, and nothing is left to read again from
+/// the file (which the agent handles just as well, but this test would not
+/// see the refill it is about).
 const UNFLUSHED_QUEUE: &str = "[memory]\nbudget_bytes = 268435456";
 
 /// A queue damaged while the agent was down (bytes flipped in the middle

@@ -43,9 +43,9 @@ pub fn run(
     dir: &Path,
     o: &Options,
     rate: u64,
-    seconds: u64,
     fluent_bit: Option<&Path>,
 ) -> anyhow::Result<()> {
+    let seconds = o.seconds;
     let shape = SHAPES[0];
     let names: Vec<&str> = match fluent_bit {
         Some(d) => {

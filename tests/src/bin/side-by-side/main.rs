@@ -159,8 +159,9 @@ struct Options {
     /// `--agent` and `--collector` settings, `table.key=value` each.
     agent: Vec<String>,
     collector: Vec<String>,
-    /// `--latency RATE` and `--seconds`: the latency run instead.
-    latency: Option<(u64, u64)>,
+    /// `--latency RATE`: the latency run instead, for `seconds`.
+    latency: Option<u64>,
+    seconds: u64,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -178,6 +179,7 @@ fn options() -> anyhow::Result<Options> {
         agent: Vec::new(),
         collector: Vec::new(),
         latency: None,
+        seconds: 30,
     };
     let mut seconds = None;
     let mut args = std::env::args().skip(1);
@@ -192,7 +194,7 @@ fn options() -> anyhow::Result<Options> {
             "--no-references" => o.references = false,
             "--agent" => o.agent.push(value()?),
             "--collector" => o.collector.push(value()?),
-            "--latency" => o.latency = Some((value()?.parse()?, 0)),
+            "--latency" => o.latency = Some(value()?.parse()?),
             "--seconds" => seconds = Some(value()?.parse()?),
             "--shapes" => {
                 let names = value()?;
@@ -211,13 +213,14 @@ fn options() -> anyhow::Result<Options> {
     }
     anyhow::ensure!(o.runs > 0 && o.lines > 0, "lines and runs must be positive");
     match (o.latency, seconds) {
-        (Some((rate, _)), seconds) => {
-            let seconds = seconds.unwrap_or(30);
-            anyhow::ensure!(rate > 0 && seconds > 0, "rate and seconds must be positive");
-            o.latency = Some((rate, seconds));
-        }
         (None, Some(_)) => anyhow::bail!("--seconds goes with --latency"),
-        (None, None) => {}
+        (rate, seconds) => {
+            o.seconds = seconds.unwrap_or(o.seconds);
+            anyhow::ensure!(
+                rate != Some(0) && o.seconds > 0,
+                "rate and seconds must be positive"
+            );
+        }
     }
     for setting in o.agent.iter().chain(&o.collector) {
         setting_of(setting)?;
@@ -236,9 +239,9 @@ fn main() -> anyhow::Result<()> {
     let o = options()?;
     let dir = TempDir::new()?;
     let ch = ClickHouse::start();
-    if let Some((rate, seconds)) = o.latency {
+    if let Some(rate) = o.latency {
         let fluent_bit = o.fluent_bit.as_deref().filter(|_| o.references);
-        return latency::run(&ch, dir.path(), &o, rate, seconds, fluent_bit);
+        return latency::run(&ch, dir.path(), &o, rate, fluent_bit);
     }
     let version = ch.query("SELECT version()").trim().to_string();
     let mut contenders = vec![Contender::Logferry, Contender::Direct];
